@@ -1,0 +1,77 @@
+// Every DQSERVE_* setting: one schema, defaults with units, validated once and frozen.
+// Precedence: built-in default < environment (DQSERVE_<NAME>) < command-line flag (--<name>).
+// This is the only module that reads process.env (through loadConfig's `env` argument).
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { DqError } from './errors.js';
+
+const Int = (min: number, max: number, def: number, description: string) =>
+  Type.Integer({ minimum: min, maximum: max, default: def, description });
+
+export const ConfigSchema = Type.Object({
+  host: Type.String({ default: '127.0.0.1', minLength: 1, description: 'address to listen on' }),
+  port: Int(0, 65535, 8080, 'TCP port (0 = ephemeral)'),
+  modelRepository: Type.String({ default: 'models', minLength: 1, description: 'folder of <model>/<version>/ bundles' }),
+  model: Type.Optional(Type.String({ minLength: 1, description: 'default model name (default: first bundle found)' })),
+  engine: Type.Union([Type.Literal('ort'), Type.Literal('fake')], { default: 'ort', description: 'ort = onnxruntime-node; fake = deterministic stand-in (tests, no bundle needed)' }),
+  maxBatchSize: Int(1, 1024, 32, 'largest batch the dynamic batcher forms (images)'),
+  maxQueueDelayMicroseconds: Int(0, 10_000_000, 2000, 'longest a request waits for a batch to fill (µs)'),
+  maxQueueSize: Int(1, 1_000_000, 512, 'images waiting in the queue before new requests get 503'),
+  requestTimeoutMs: Int(1, 3_600_000, 30_000, 'longest a request may wait in the queue (ms)'),
+  intraOpNumThreads: Int(1, 64, 1, 'onnxruntime intra-op threads per session'),
+  interOpNumThreads: Int(1, 64, 1, 'onnxruntime inter-op threads per session'),
+  maxImageBytes: Int(1, 1 << 30, 10 * 1024 * 1024, 'largest image upload (bytes)'),
+  maxRequestBytes: Int(1, 1 << 30, 64 * 1024 * 1024, 'largest /v2 infer body (bytes)'),
+  maxInputPixels: Int(1, 2 ** 31 - 1, 25_000_000, 'largest decoded image (width × height pixels)'),
+  maxImagesPerRequest: Int(1, 4096, 256, 'most images in one /v2 infer request'),
+  drainTimeoutMs: Int(0, 600_000, 10_000, 'on SIGTERM, longest wait for accepted requests (ms)'),
+  retryAfterSeconds: Int(0, 3600, 1, 'Retry-After sent with 503 responses (s)'),
+  defaultTopK: Int(1, 1000, 5, 'top_k when a request gives none'),
+  fakeEngineDelayMs: Int(0, 600_000, 0, 'extra ms per batch of the fake engine (tests only)'),
+  warmup: Type.Boolean({ default: true, description: 'run every bit-width path before reporting ready' }),
+  verifyChecksums: Type.Boolean({ default: true, description: 'verify manifest.files sha256 at load' }),
+  logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
+    default: 'info',
+    description: 'pino log level',
+  }),
+});
+
+export type Config = Readonly<Static<typeof ConfigSchema>>;
+export type ConfigKey = keyof Static<typeof ConfigSchema>;
+
+/** DQSERVE_MAX_BATCH_SIZE for maxBatchSize. */
+export function envName(key: string): string {
+  return 'DQSERVE_' + key.replace(/([A-Z])/g, '_$1').toUpperCase();
+}
+
+/** --max-batch-size for maxBatchSize. */
+export function flagName(key: string): string {
+  return '--' + key.replace(/([A-Z])/g, '-$1').toLowerCase();
+}
+
+export function settingEntries(): Array<{ key: ConfigKey; schema: TSchema }> {
+  return Object.entries(ConfigSchema.properties).map(([key, schema]) => ({ key: key as ConfigKey, schema: schema as TSchema }));
+}
+
+/**
+ * Merge defaults, environment and flags, convert strings, validate, freeze.
+ * `flags` holds already-parsed command-line values (strings or typed), keyed like Config.
+ */
+export function loadConfig(flags: Partial<Record<ConfigKey, unknown>> = {}, env: NodeJS.ProcessEnv = {}): Config {
+  const raw: Record<string, unknown> = {};
+  for (const { key } of settingEntries()) {
+    const fromEnv = env[envName(key)];
+    if (fromEnv !== undefined && fromEnv !== '') raw[key] = fromEnv;
+    const fromFlag = flags[key];
+    if (fromFlag !== undefined) raw[key] = fromFlag;
+  }
+  const withDefaults = Value.Default(ConfigSchema, raw);
+  const converted = Value.Convert(ConfigSchema, withDefaults);
+  if (!Value.Check(ConfigSchema, converted)) {
+    const problems = [...Value.Errors(ConfigSchema, converted)]
+      .slice(0, 5)
+      .map((e) => `${e.path.slice(1) || '(root)'}: ${e.message} (got ${JSON.stringify(e.value)})`);
+    throw new DqError('DQ_ERR_CONFIG_INVALID', problems.join('; '));
+  }
+  return Object.freeze(converted);
+}

@@ -1,0 +1,43 @@
+// The Engine interface: one in front of every backend (onnxruntime-node today, CUDA later),
+// so the batcher, pipeline and tests never know which one runs.
+import type { Manifest } from '../repository/manifest.js';
+
+/** Per-sample choices: the knob λ moves the controller's argmax; `precision` forces every dynamic layer to b. */
+export interface SampleOptions {
+  readonly knob: number;
+  readonly precision: number | null;
+}
+
+export interface SampleResult {
+  /** Pre-softmax class logits, length = classes. */
+  readonly logits: Float32Array;
+  /** Chosen bits per dynamic layer, in `Engine.dynamicLayers` order. */
+  readonly bits: readonly number[];
+}
+
+/** Wall time of one batch's stages, in ms (shared by every sample of the batch). */
+export interface StageTiming {
+  readonly controllerMs: number;
+  readonly layersMs: number;
+  readonly headMs: number;
+}
+
+export interface BatchOutput {
+  readonly samples: readonly SampleResult[];
+  readonly timing: StageTiming;
+}
+
+export interface Engine {
+  readonly manifest: Manifest;
+  /** Dynamic layer names: the controller's axis L (dynamic bundles) or the step order (static ones). */
+  readonly dynamicLayers: readonly string[];
+  /** Candidate bit-widths per dynamic layer, ascending. */
+  readonly candidates: readonly (readonly number[])[];
+  /** Floats per sample: channels × H × W of the network input. */
+  readonly sampleSize: number;
+  /** `input` holds `batchSize` samples, NCHW float32, already normalised. */
+  infer(input: Float32Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput>;
+  /** Runs every bit-width path once; the model is not ready before this resolves. */
+  warmup(): Promise<void>;
+  close(): Promise<void>;
+}

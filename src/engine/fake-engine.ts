@@ -1,0 +1,65 @@
+// A deterministic Engine for route, batching and lifecycle tests: no ONNX, no bundle.
+// Each sample's logits and controller logits are functions of that sample alone, so batched and unbatched
+// runs agree exactly, and bits go through the real chooseBits.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Manifest } from '../repository/manifest.js';
+import type { BatchOutput, Engine, SampleOptions } from './engine.js';
+import { engineLayout, type EngineLayout } from './engine-layout.js';
+import { fakeManifest } from './fake-manifest.js';
+
+export interface FakeEngineOptions {
+  /** Extra wall time per batch (ms), to hold requests in flight in tests. */
+  readonly batchDelayMs?: number;
+}
+
+export class FakeEngine implements Engine {
+  readonly manifest: Manifest;
+  readonly dynamicLayers: readonly string[];
+  readonly candidates: readonly (readonly number[])[];
+  readonly sampleSize: number;
+  /** Batch sizes seen, in order (tests inspect it). */
+  readonly batches: number[] = [];
+  private readonly layout: EngineLayout;
+  private readonly delayMs: number;
+
+  constructor(manifest: Manifest = fakeManifest(), options: FakeEngineOptions = {}) {
+    this.manifest = manifest;
+    this.layout = engineLayout(manifest);
+    this.dynamicLayers = this.layout.dynamicLayers;
+    this.candidates = this.layout.candidates;
+    this.sampleSize = this.layout.sampleSize;
+    this.delayMs = options.batchDelayMs ?? 0;
+  }
+
+  async infer(input: Float32Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
+    this.batches.push(batchSize);
+    if (this.delayMs > 0) await sleep(this.delayMs);
+    const classes = this.manifest.classes.length;
+    const L = this.layout.controller?.layers.length ?? 0;
+    const K = this.layout.controller?.candidates.length ?? 0;
+    const ctrl = new Float32Array(batchSize * L * K);
+    const logits: Float32Array[] = [];
+    for (let n = 0; n < batchSize; n++) {
+      const s = signature(input.subarray(n * this.sampleSize, (n + 1) * this.sampleSize));
+      const row = new Float32Array(classes);
+      for (let c = 0; c < classes; c++) row[c] = Math.sin((c + 1) * s);
+      logits.push(row);
+      for (let i = 0; i < L * K; i++) ctrl[n * L * K + i] = Math.cos((i + 1) * s);
+    }
+    const plans = this.layout.plan(this.layout.controller ? ctrl : null, batchSize, options);
+    return {
+      samples: logits.map((l, n) => ({ logits: l, bits: plans[n] as number[] })),
+      timing: { controllerMs: 0, layersMs: this.delayMs, headMs: 0 },
+    };
+  }
+
+  async warmup(): Promise<void> {}
+  async close(): Promise<void> {}
+}
+
+/** A scalar that depends on every value of the sample, in a fixed order (so it is batch-independent). */
+function signature(x: Float32Array): number {
+  let a = 0;
+  for (let i = 0; i < x.length; i += 7) a += (x[i] as number) * ((i % 13) + 1);
+  return (a / x.length) * 10 + 0.5;
+}

@@ -1,0 +1,159 @@
+// classify(images, options): preprocess -> dynamic batcher -> engine -> cost, for one loaded model version.
+// Knows no HTTP: routes and protocol adapters call it and encode its results.
+import { performance } from 'node:perf_hooks';
+import { DynamicBatcher, type BatcherOptions } from '../batching/dynamic-batcher.js';
+import { costModel, meanBits, savings, type CostModel } from '../cost/bitflops.js';
+import type { Engine } from '../engine/engine.js';
+import { DqError } from '../errors.js';
+import { preprocess, type PreprocessLimits } from '../preprocess/preprocess.js';
+import type { Manifest } from '../repository/manifest.js';
+
+export interface ClassifyOptions {
+  /** λ, the controller's cost knob (0 = the trained argmax). */
+  readonly knob: number;
+  /** Force every dynamic layer to this many bits (a candidate), or null for the controller's choice. */
+  readonly precision: number | null;
+  readonly topK: number;
+  /** Longest wait in the batching queue (ms). */
+  readonly timeoutMs: number;
+}
+
+export interface ClassEntry {
+  readonly index: number;
+  readonly label: string;
+  readonly score: number;
+}
+
+export interface Timing {
+  readonly preprocessMs: number;
+  readonly queueMs: number;
+  readonly controllerMs: number;
+  readonly layersMs: number;
+  readonly totalMs: number;
+}
+
+export interface ClassifyResult extends ClassEntry {
+  readonly topK: readonly ClassEntry[];
+  readonly logits: Float32Array;
+  /** Bits per dynamic layer, in `ModelPipeline.dynamicLayers` order. */
+  readonly bits: readonly number[];
+  readonly meanBits: number;
+  readonly bitflops: number;
+  readonly bitflopsReference: number;
+  readonly savings: number;
+  readonly batchSize: number;
+  readonly timing: Timing;
+}
+
+export interface PipelineOptions extends BatcherOptions, PreprocessLimits {}
+
+export class ModelPipeline {
+  readonly name: string;
+  readonly version: number;
+  readonly manifest: Manifest;
+  readonly engine: Engine;
+  readonly cost: CostModel;
+  private readonly batcher: DynamicBatcher;
+  private readonly limits: PreprocessLimits;
+  private warm = false;
+
+  constructor(engine: Engine, options: PipelineOptions) {
+    this.engine = engine;
+    this.manifest = engine.manifest;
+    this.name = engine.manifest.name;
+    this.version = engine.manifest.version;
+    this.cost = costModel(engine.manifest.layers, engine.dynamicLayers, engine.manifest.bits.reference);
+    this.batcher = new DynamicBatcher(engine, options);
+    this.limits = { maxInputPixels: options.maxInputPixels };
+  }
+
+  get dynamicLayers(): readonly string[] {
+    return this.engine.dynamicLayers;
+  }
+
+  get ready(): boolean {
+    return this.warm;
+  }
+
+  get pending(): number {
+    return this.batcher.pending;
+  }
+
+  async warmup(enabled: boolean): Promise<void> {
+    if (enabled) await this.engine.warmup();
+    this.warm = true;
+  }
+
+  /** Throws DQ_ERR_REQUEST_INVALID_PARAMETER for a knob or precision this model cannot take. */
+  checkOptions(options: ClassifyOptions): void {
+    if (!Number.isFinite(options.knob)) throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'knob must be a finite number');
+    if (options.precision !== null && !this.engine.candidates.every((c) => c.includes(options.precision as number))) {
+      const all = [...new Set(this.engine.candidates.flat())].sort((a, b) => a - b).join(', ');
+      throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', `precision ${options.precision} is not a candidate (${all})`);
+    }
+    if (!Number.isInteger(options.topK) || options.topK < 1) throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'top_k must be a positive integer');
+  }
+
+  /** Decodes every image first (all or nothing), then queues them; results in input order. */
+  async classify(images: readonly Buffer[], options: ClassifyOptions): Promise<ClassifyResult[]> {
+    if (!this.warm) throw new DqError('DQ_ERR_MODEL_NOT_READY');
+    this.checkOptions(options);
+    const start = performance.now();
+    const tensors = await Promise.all(
+      images.map(async (img, i) => {
+        try {
+          return await preprocess(img, this.manifest.input, this.limits);
+        } catch (err) {
+          if (images.length > 1 && err instanceof DqError) throw new DqError(err.code, `image ${i}`, { cause: err });
+          throw err;
+        }
+      }),
+    );
+    const preprocessed = performance.now();
+    const sampleOptions = { knob: options.knob, precision: options.precision };
+    const batched = await Promise.all(tensors.map((t) => this.batcher.submit(t, sampleOptions, options.timeoutMs)));
+    const end = performance.now();
+    return batched.map((b) => {
+      const bf = this.cost.bitflops(b.sample.bits);
+      const ranked = rank(b.sample.logits, this.manifest.classes, options.topK);
+      const best = ranked[0] as ClassEntry;
+      return {
+        ...best,
+        topK: ranked,
+        logits: b.sample.logits,
+        bits: b.sample.bits,
+        meanBits: meanBits(b.sample.bits),
+        bitflops: bf,
+        bitflopsReference: this.cost.reference,
+        savings: savings(bf, this.cost.reference),
+        batchSize: b.batchSize,
+        timing: {
+          preprocessMs: preprocessed - start,
+          queueMs: b.queueMs,
+          controllerMs: b.timing.controllerMs,
+          layersMs: b.timing.layersMs + b.timing.headMs,
+          totalMs: end - start,
+        },
+      };
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.batcher.drain();
+    await this.engine.close();
+  }
+}
+
+/** Softmax scores of the top k classes, best first; equal scores keep the lower index first. */
+export function rank(logits: Float32Array, classes: readonly string[], k: number): ClassEntry[] {
+  let max = -Infinity;
+  for (const v of logits) if (v > max) max = v;
+  let sum = 0;
+  const exp = Array.from(logits, (v) => {
+    const e = Math.exp(v - max);
+    sum += e;
+    return e;
+  });
+  const order = exp.map((_, i) => i).sort((a, b) => (logits[b] as number) - (logits[a] as number) || a - b);
+  return order.slice(0, Math.min(k, logits.length)).map((i) => ({ index: i, label: classes[i] ?? String(i), score: (exp[i] as number) / sum }));
+}

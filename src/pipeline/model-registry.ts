@@ -1,0 +1,115 @@
+// Loaded models by name and version; resolves a request's (model, version) to one pipeline.
+import { resolve } from 'node:path';
+import type { Config } from '../config.js';
+import type { Engine } from '../engine/engine.js';
+import { FakeEngine } from '../engine/fake-engine.js';
+import { OrtEngine } from '../engine/ort-engine.js';
+import { DqError } from '../errors.js';
+import { findBundles, loadBundle } from '../repository/bundle.js';
+import { ModelPipeline } from './model-pipeline.js';
+
+export interface RegistryLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export class ModelRegistry {
+  private readonly models = new Map<string, Map<number, ModelPipeline>>();
+  readonly defaultModel: string;
+
+  constructor(pipelines: readonly ModelPipeline[], defaultModel?: string) {
+    for (const p of pipelines) {
+      let versions = this.models.get(p.name);
+      if (!versions) this.models.set(p.name, (versions = new Map()));
+      versions.set(p.version, p);
+    }
+    const first = [...this.models.keys()][0];
+    if (first === undefined) throw new DqError('DQ_ERR_BUNDLE_INVALID', 'no model to serve');
+    if (defaultModel !== undefined && !this.models.has(defaultModel)) {
+      throw new DqError('DQ_ERR_MODEL_NOT_FOUND', `${defaultModel} (have: ${[...this.models.keys()].join(', ')})`);
+    }
+    this.defaultModel = defaultModel ?? first;
+  }
+
+  names(): string[] {
+    return [...this.models.keys()];
+  }
+
+  all(): ModelPipeline[] {
+    return [...this.models.values()].flatMap((v) => [...v.values()]);
+  }
+
+  versions(name: string): number[] {
+    return [...(this.models.get(name)?.keys() ?? [])].sort((a, b) => a - b);
+  }
+
+  /** The highest version when `version` is omitted (Triton's default "latest" policy). */
+  get(name: string = this.defaultModel, version?: string | number): ModelPipeline {
+    const versions = this.models.get(name);
+    if (!versions) throw new DqError('DQ_ERR_MODEL_NOT_FOUND', name);
+    if (version === undefined || version === '') return versions.get(Math.max(...versions.keys())) as ModelPipeline;
+    const v = typeof version === 'number' ? version : /^[1-9][0-9]*$/.test(version) ? Number(version) : NaN;
+    const p = versions.get(v);
+    if (!p) throw new DqError('DQ_ERR_MODEL_VERSION_NOT_FOUND', `${name} version ${String(version)}`);
+    return p;
+  }
+
+  get ready(): boolean {
+    return this.all().every((p) => p.ready);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.all().map((p) => p.close()));
+  }
+}
+
+/** Loads the engines (not yet warm). With `config.model`, only that model's versions. */
+export async function loadRegistry(config: Config, log: RegistryLogger): Promise<ModelRegistry> {
+  const pipelineOptions = {
+    maxBatchSize: config.maxBatchSize,
+    maxQueueDelayMicroseconds: config.maxQueueDelayMicroseconds,
+    maxQueueSize: config.maxQueueSize,
+    retryAfterSeconds: config.retryAfterSeconds,
+    maxInputPixels: config.maxInputPixels,
+  };
+  if (config.engine === 'fake') {
+    const engine = new FakeEngine(undefined, { batchDelayMs: config.fakeEngineDelayMs });
+    log.info({ model: engine.manifest.name }, 'using the fake engine');
+    return new ModelRegistry([new ModelPipeline(engine, pipelineOptions)]);
+  }
+  const root = resolve(config.modelRepository);
+  const refs = (await findBundles(root)).filter((r) => config.model === undefined || r.name === config.model);
+  if (refs.length === 0) {
+    throw new DqError('DQ_ERR_MODEL_NOT_FOUND', `no bundle${config.model ? ` for ${config.model}` : ''} under ${root}`);
+  }
+  const pipelines: ModelPipeline[] = [];
+  for (const ref of refs) {
+    const started = Date.now();
+    const bundle = await loadBundle(ref.dir, { verifyChecksums: config.verifyChecksums });
+    const m = bundle.manifest;
+    if (m.name !== ref.name || m.version !== ref.version) {
+      throw new DqError('DQ_ERR_BUNDLE_INVALID', `${ref.dir} holds ${m.name} version ${m.version}`);
+    }
+    const engine: Engine = await OrtEngine.load(bundle.dir, m, {
+      intraOpNumThreads: config.intraOpNumThreads,
+      interOpNumThreads: config.interOpNumThreads,
+    });
+    const p = new ModelPipeline(engine, pipelineOptions);
+    checkClaims(p, log);
+    pipelines.push(p);
+    log.info({ model: m.name, version: m.version, kind: m.kind, ms: Date.now() - started }, 'model loaded');
+  }
+  return new ModelRegistry(pipelines, config.model);
+}
+
+/** Recompute what the manifest claims about Bit-FLOPs; a mismatch means the two sides disagree on the contract. */
+function checkClaims(p: ModelPipeline, log: RegistryLogger): void {
+  const claimed = p.manifest.bitflops;
+  const close = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+  if (!close(p.cost.reference, claimed.reference) || !close(p.cost.fixed, claimed.fixed)) {
+    log.warn(
+      { model: p.name, version: p.version, computed: { reference: p.cost.reference, fixed: p.cost.fixed }, claimed },
+      'manifest Bit-FLOPs differ from the server computation',
+    );
+  }
+}

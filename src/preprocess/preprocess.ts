@@ -1,0 +1,153 @@
+// Encoded image -> normalised float32 CHW, exactly as manifest.input says (the evaluation transform
+// used by `training evaluate`): EXIF orientation, sRGB, alpha flattened on white, resize the shorter side,
+// center crop, /scale, -mean, /std.
+import sharp, { type KernelEnum } from 'sharp';
+import { DqError } from '../errors.js';
+import type { Manifest } from '../repository/manifest.js';
+
+export type InputSpec = Manifest['input'];
+
+export interface PreprocessLimits {
+  /** width × height above which decoding is refused (decompression bombs). */
+  readonly maxInputPixels: number;
+}
+
+// Only these six decoders may run on uploads; libvips would otherwise also open SVG, PDF, FITS, matrix...
+// formats a classifier has no business parsing. The block list is process-wide (sharp.block).
+const ALLOWED_LOADERS = [
+  'VipsForeignLoadJpegBuffer',
+  'VipsForeignLoadUhdrBuffer',
+  'VipsForeignLoadPngBuffer',
+  'VipsForeignLoadWebpBuffer',
+  'VipsForeignLoadNsgifBuffer',
+  'VipsForeignLoadGifBuffer',
+  'VipsForeignLoadTiffBuffer',
+  'VipsForeignLoadHeifBuffer',
+];
+sharp.cache(false);
+sharp.block({ operation: ['VipsForeignLoad'] });
+sharp.unblock({ operation: ALLOWED_LOADERS });
+
+const KERNELS: Record<string, KernelEnum[keyof KernelEnum]> = {
+  nearest: 'nearest',
+  bilinear: 'linear',
+  linear: 'linear',
+  bicubic: 'cubic',
+  cubic: 'cubic',
+  lanczos: 'lanczos3',
+};
+
+export interface Rgb8 {
+  readonly data: Buffer;
+  readonly width: number;
+  readonly height: number;
+}
+
+/** Decodes to 8-bit sRGB, 3 channels, orientation applied, alpha flattened on white. */
+export async function decodeRgb(image: Buffer, limits: PreprocessLimits): Promise<Rgb8> {
+  if (image.length === 0) throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
+  try {
+    const { data, info } = await sharp(image, { limitInputPixels: limits.maxInputPixels, failOn: 'warning', pages: 1 })
+      .rotate()
+      .flatten({ background: '#ffffff' })
+      .toColourspace('srgb')
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
+    return { data, width: info.width, height: info.height };
+  } catch (err) {
+    throw decodeError(err);
+  }
+}
+
+/** Maps a sharp/libvips failure to the catalogue (the messages are libvips', checked in test/preprocess). */
+export function decodeError(err: unknown): DqError {
+  if (err instanceof DqError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  if (/pixel limit/i.test(message)) return new DqError('DQ_ERR_PREPROCESS_TOO_MANY_PIXELS', undefined, { cause: err });
+  if (/unsupported image format|is blocked|not a known/i.test(message)) {
+    return new DqError('DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT', undefined, { cause: err });
+  }
+  return new DqError('DQ_ERR_PREPROCESS_DECODE_FAILED', message.slice(0, 200), { cause: err });
+}
+
+/** torchvision's Resize(int) output size: shorter side to `s`, longer side truncated like int(s·long/short). */
+export function resizedSize(width: number, height: number, s: number): [number, number] {
+  if (width <= height) return [s, Math.max(1, Math.floor((s * height) / width))];
+  return [Math.max(1, Math.floor((s * width) / height)), s];
+}
+
+/** torchvision's CenterCrop offsets: int(round((size - crop) / 2)), Python rounding (half to even). */
+export function centerCropOffset(size: number, crop: number): number {
+  const x = (size - crop) / 2;
+  const f = Math.floor(x);
+  const r = x - f === 0.5 ? (f % 2 === 0 ? f : f + 1) : Math.round(x);
+  return Math.max(0, r);
+}
+
+/** Resize and crop per the manifest; an image that already has the target geometry is left untouched. */
+export async function fitToInput(img: Rgb8, spec: InputSpec): Promise<Rgb8> {
+  let cur = img;
+  if (spec.resize && Math.min(cur.width, cur.height) !== spec.resize.shorter_side) {
+    const [w, h] = resizedSize(cur.width, cur.height, spec.resize.shorter_side);
+    const kernel = KERNELS[spec.resize.interpolation.toLowerCase()] ?? 'linear';
+    const data = await sharp(cur.data, { raw: { width: cur.width, height: cur.height, channels: 3 } })
+      .resize(w, h, { fit: 'fill', kernel })
+      .raw()
+      .toBuffer();
+    cur = { data, width: w, height: h };
+  }
+  const [ch, cw] = spec.crop ? spec.crop.size : spec.size;
+  if (cur.width !== cw || cur.height !== ch) {
+    if (cur.width < cw || cur.height < ch) {
+      // Smaller than the crop (only possible without a resize step): stretch, as nothing else is defined.
+      const data = await sharp(cur.data, { raw: { width: cur.width, height: cur.height, channels: 3 } })
+        .resize(cw, ch, { fit: 'fill' })
+        .raw()
+        .toBuffer();
+      cur = { data, width: cw, height: ch };
+    } else {
+      const left = centerCropOffset(cur.width, cw);
+      const top = centerCropOffset(cur.height, ch);
+      const data = Buffer.alloc(cw * ch * 3);
+      for (let y = 0; y < ch; y++) cur.data.copy(data, y * cw * 3, ((top + y) * cur.width + left) * 3, ((top + y) * cur.width + left + cw) * 3);
+      cur = { data, width: cw, height: ch };
+    }
+  }
+  const [h, w] = spec.size;
+  if (cur.width !== w || cur.height !== h) throw new DqError('DQ_ERR_BUNDLE_INVALID', `crop ${cur.width}x${cur.height} differs from input.size`);
+  return cur;
+}
+
+/**
+ * HWC uint8 -> CHW float32: (px / scale - mean[c]) / std[c], each step rounded to float32 as torchvision's
+ * ToTensor + Normalize do, through a 256-entry table per channel. Writes into `out` when given.
+ */
+export function normalise(img: Rgb8, spec: InputSpec, out = new Float32Array(3 * img.width * img.height)): Float32Array {
+  const plane = img.width * img.height;
+  const lut = normaliseTable(spec);
+  for (let c = 0; c < 3; c++) {
+    const base = c * plane;
+    const off = c * 256;
+    for (let i = 0; i < plane; i++) out[base + i] = lut[off + (img.data[i * 3 + c] as number)] as number;
+  }
+  return out;
+}
+
+const tables = new WeakMap<InputSpec, Float32Array>();
+function normaliseTable(spec: InputSpec): Float32Array {
+  let t = tables.get(spec);
+  if (!t) {
+    const f = Math.fround;
+    t = new Float32Array(3 * 256);
+    for (let c = 0; c < 3; c++) {
+      for (let v = 0; v < 256; v++) t[c * 256 + v] = f(f(f(v / spec.scale) - f(spec.mean[c] as number)) / f(spec.std[c] as number));
+    }
+    tables.set(spec, t);
+  }
+  return t;
+}
+
+export async function preprocess(image: Buffer, spec: InputSpec, limits: PreprocessLimits): Promise<Float32Array> {
+  return normalise(await fitToInput(await decodeRgb(image, limits), spec), spec);
+}

@@ -1,0 +1,94 @@
+// The parts of manifest.json (docs/model-bundle.md) the server relies on, as a TypeBox schema.
+// Unknown keys are allowed: training may add provenance without a server release.
+import { Type, type Static } from '@sinclair/typebox';
+
+const Shape = Type.Array(Type.Integer({ minimum: 0 }));
+const Num = Type.Number();
+
+export const LayerSchema = Type.Object({
+  name: Type.String({ minLength: 1 }),
+  kind: Type.Union([Type.Literal('fp'), Type.Literal('fixed'), Type.Literal('dynamic'), Type.Literal('controller')]),
+  op: Type.String(),
+  in_shape: Type.Optional(Shape),
+  out_shape: Type.Optional(Shape),
+  bits: Type.Union([Type.Integer({ minimum: 1, maximum: 32 }), Type.Null()]),
+  macs: Type.Number({ minimum: 0 }),
+});
+
+export const StepSchema = Type.Object({
+  layer: Type.String({ minLength: 1 }),
+  inputs: Type.Object({ x: Type.String(), residual: Type.Optional(Type.String()) }),
+  output: Type.String({ minLength: 1 }),
+  files: Type.Record(Type.String({ pattern: '^[0-9]+$' }), Type.String({ minLength: 1 })),
+});
+
+export const ManifestSchema = Type.Object({
+  format: Type.Literal('dqserve-bundle'),
+  format_version: Type.Literal(1),
+  name: Type.String({ minLength: 1 }),
+  version: Type.Integer({ minimum: 1 }),
+  created: Type.Optional(Type.String()),
+  kind: Type.Union([Type.Literal('dynamic'), Type.Literal('static')]),
+  classes: Type.Array(Type.String(), { minItems: 1 }),
+  input: Type.Object({
+    channels: Type.Literal(3),
+    color: Type.Literal('RGB'),
+    layout: Type.Literal('NCHW'),
+    dtype: Type.Literal('float32'),
+    size: Type.Tuple([Type.Integer({ minimum: 1 }), Type.Integer({ minimum: 1 })]),
+    scale: Type.Number({ exclusiveMinimum: 0 }),
+    mean: Type.Tuple([Num, Num, Num]),
+    std: Type.Tuple([Num, Num, Num]),
+    resize: Type.Union([
+      Type.Object({ shorter_side: Type.Integer({ minimum: 1 }), interpolation: Type.String() }),
+      Type.Null(),
+    ]),
+    crop: Type.Union([
+      Type.Object({
+        size: Type.Tuple([Type.Integer({ minimum: 1 }), Type.Integer({ minimum: 1 })]),
+        position: Type.Literal('center'),
+      }),
+      Type.Null(),
+    ]),
+  }),
+  bits: Type.Object({
+    candidates: Type.Array(Type.Integer({ minimum: 1, maximum: 32 }), { minItems: 1 }),
+    reference: Type.Integer({ minimum: 1, maximum: 32 }),
+    fixed: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+    first_last: Type.Optional(Type.Integer()),
+  }),
+  layers: Type.Array(LayerSchema, { minItems: 1 }),
+  controller: Type.Optional(
+    Type.Union([
+      Type.Object({
+        layers: Type.Array(Type.String()),
+        candidates: Type.Array(Type.Integer()),
+        cost: Type.Array(Type.Array(Num)),
+      }),
+      Type.Null(),
+    ]),
+  ),
+  graph: Type.Object({
+    stem: Type.Object({ file: Type.String({ minLength: 1 }) }),
+    steps: Type.Array(StepSchema),
+    head: Type.Object({ input: Type.String(), file: Type.String({ minLength: 1 }) }),
+  }),
+  bitflops: Type.Object({
+    definition: Type.Optional(Type.String()),
+    fixed: Num,
+    reference: Num,
+    min: Num,
+    max: Num,
+  }),
+  calibration: Type.Optional(
+    Type.Array(
+      Type.Object({ knob: Num, accuracy: Num, mean_bitflops: Num, mean_bits: Num }, { additionalProperties: true }),
+    ),
+  ),
+  metrics: Type.Optional(Type.Object({ top1: Type.Optional(Num) }, { additionalProperties: true })),
+  files: Type.Record(Type.String(), Type.String({ pattern: '^[0-9a-f]{64}$' })),
+});
+
+export type Manifest = Static<typeof ManifestSchema>;
+export type ManifestLayer = Static<typeof LayerSchema>;
+export type ManifestStep = Static<typeof StepSchema>;
