@@ -1,0 +1,66 @@
+// buildApp(config, deps): plugins, then routes. No env, no listen: server.ts listens, tests use it too.
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { Config } from './config.js';
+import { DqError } from './errors.js';
+import type { ModelRegistry } from './pipeline/model-registry.js';
+import { installErrorHandlers, sendError } from './plugins/app/error-handler.js';
+import { registerSwagger } from './plugins/external/swagger.js';
+import { classifyRoutes } from './routes/v1/classify.js';
+import { healthRoutes } from './routes/v2/health.js';
+import { modelRoutes } from './routes/v2/models.js';
+import { serverRoutes } from './routes/v2/server-metadata.js';
+import { SERVER_VERSION } from './version.js';
+
+export interface AppState {
+  /** Set when shutdown begins: readiness fails and new requests get DQ_ERR_SERVER_SHUTTING_DOWN. */
+  closing: boolean;
+}
+
+export interface AppDeps {
+  readonly registry: ModelRegistry;
+  readonly state?: AppState;
+}
+
+export interface RouteContext {
+  readonly config: Config;
+  readonly registry: ModelRegistry;
+  readonly state: AppState;
+}
+
+export async function buildApp(config: Config, deps: AppDeps, logger: FastifyServerOptions['loggerInstance'] | boolean = false): Promise<FastifyInstance> {
+  const loggerOptions = typeof logger === 'boolean' ? { logger } : { loggerInstance: logger };
+  const app = Fastify({
+    ...loggerOptions,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    // We answer 503 ourselves during shutdown, in the {error, code} shape (onRequest hook below).
+    return503OnClosing: false,
+    forceCloseConnections: 'idle',
+    bodyLimit: 1024 * 1024,
+    connectionTimeout: 120_000,
+    requestTimeout: 60_000,
+    keepAliveTimeout: 10_000,
+    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+  }) as unknown as FastifyInstance;
+
+  const ctx: RouteContext = { config, registry: deps.registry, state: deps.state ?? { closing: false } };
+
+  installErrorHandlers(app);
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    if (ctx.state.closing && request.url !== '/v2/health/live') {
+      return sendError(reply, new DqError('DQ_ERR_SERVER_SHUTTING_DOWN', undefined, { retryAfterS: config.retryAfterSeconds }));
+    }
+  });
+  app.addHook('preClose', async () => {
+    ctx.state.closing = true;
+  });
+
+  await registerSwagger(app, SERVER_VERSION);
+  await app.register(healthRoutes, ctx);
+  await app.register(serverRoutes, ctx);
+  await app.register(modelRoutes, ctx);
+  await app.register(classifyRoutes, ctx);
+  return app;
+}

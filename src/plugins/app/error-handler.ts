@@ -1,0 +1,54 @@
+// The one error handler: maps our DqErrors and fastify's own framing errors to the DQ_ERR_* catalogue,
+// answers {error, code}, logs 5xx with request context and never sends their details.
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import { DqError, errorBody, isDqError, type ErrorCode } from '../../errors.js';
+
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'DQ_ERR_REQUEST_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'DQ_ERR_REQUEST_INVALID',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'DQ_ERR_REQUEST_EMPTY_BODY',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'DQ_ERR_REQUEST_MALFORMED_JSON',
+  FST_ERR_CTP_EMPTY_TYPE: 'DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_TYPE: 'DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE',
+  FST_REQ_FILE_TOO_LARGE: 'DQ_ERR_REQUEST_TOO_LARGE',
+  FST_FILES_LIMIT: 'DQ_ERR_REQUEST_MULTIPART_INVALID',
+  FST_PARTS_LIMIT: 'DQ_ERR_REQUEST_MULTIPART_INVALID',
+  FST_FIELDS_LIMIT: 'DQ_ERR_REQUEST_MULTIPART_INVALID',
+  FST_PROTO_VIOLATION: 'DQ_ERR_REQUEST_MULTIPART_INVALID',
+  FST_INVALID_MULTIPART_CONTENT_TYPE: 'DQ_ERR_REQUEST_MULTIPART_INVALID',
+  FST_NO_FORM_DATA: 'DQ_ERR_REQUEST_MULTIPART_INVALID',
+};
+
+export function toDqError(err: unknown): DqError {
+  if (isDqError(err)) return err;
+  const e = err as Partial<FastifyError> & Error;
+  if (e?.validation) return new DqError('DQ_ERR_REQUEST_INVALID', e.message, { cause: err });
+  const mapped = e?.code ? FASTIFY_CODES[e.code] : undefined;
+  if (mapped) return new DqError(mapped, undefined, { cause: err });
+  if (e instanceof SyntaxError) return new DqError('DQ_ERR_REQUEST_MALFORMED_JSON', undefined, { cause: err });
+  // Multipart stream errors from busboy ("Malformed part header", "Unexpected end of form") carry no code.
+  if (typeof e?.message === 'string' && /multipart|part header|end of form|boundary/i.test(e.message)) {
+    return new DqError('DQ_ERR_REQUEST_MULTIPART_INVALID', undefined, { cause: err });
+  }
+  if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+    return new DqError('DQ_ERR_REQUEST_INVALID', e.message, { cause: err });
+  }
+  return new DqError('DQ_ERR_INTERNAL', undefined, { cause: err });
+}
+
+export function sendError(reply: FastifyReply, err: DqError): FastifyReply {
+  if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS));
+  if (err.code === 'DQ_ERR_SERVER_SHUTTING_DOWN') reply.header('connection', 'close');
+  return reply.code(err.statusCode).type('application/json; charset=utf-8').send(errorBody(err));
+}
+
+export function installErrorHandlers(app: FastifyInstance): void {
+  app.setErrorHandler((err, request, reply) => {
+    const dq = toDqError(err);
+    if (dq.statusCode >= 500) request.log.error({ err, code: dq.code }, 'request failed');
+    else request.log.info({ code: dq.code, detail: dq.message }, 'request rejected');
+    return sendError(reply, dq);
+  });
+  app.setNotFoundHandler((request, reply) => sendError(reply, new DqError('DQ_ERR_ROUTE_NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`)));
+}

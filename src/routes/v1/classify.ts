@@ -1,0 +1,122 @@
+// POST /v1/classify: one image as the raw body (image/* or application/octet-stream) or as the
+// multipart field "image"; JSON with the label, top-k, bits per dynamic layer, Bit-FLOPs and timings.
+import multipart from '@fastify/multipart';
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { RouteContext } from '../../app.js';
+import { DqError } from '../../errors.js';
+import { ErrorResponse } from '../../protocol/oip-schemas.js';
+import type { ClassifyResult, ModelPipeline } from '../../pipeline/model-pipeline.js';
+import { serverTiming } from '../server-timing.js';
+
+const Query = Type.Object({
+  top_k: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'classes to return (default: server setting)' })),
+  model: Type.Optional(Type.String({ minLength: 1, description: 'model name (default: the default model)' })),
+  version: Type.Optional(Type.String({ pattern: '^[1-9][0-9]*$', description: 'model version (default: latest)' })),
+  knob: Type.Optional(Type.Number({ description: 'λ: > 0 moves the controller to cheaper bit-widths, < 0 to costlier ones' })),
+  precision: Type.Optional(Type.Integer({ minimum: 1, maximum: 32, description: 'force every dynamic layer to this bit-width' })),
+});
+type Query = Static<typeof Query>;
+
+const Entry = Type.Object({ index: Type.Integer(), label: Type.String(), score: Type.Number() });
+const ClassifyResponse = Type.Object({
+  model: Type.String(),
+  version: Type.Integer(),
+  label: Type.String(),
+  index: Type.Integer(),
+  score: Type.Number(),
+  top_k: Type.Array(Entry),
+  bits: Type.Record(Type.String(), Type.Integer(), { description: 'bit-width chosen per dynamic layer' }),
+  mean_bits: Type.Number(),
+  bitflops: Type.Number(),
+  bitflops_reference: Type.Number(),
+  savings: Type.Number(),
+  batch_size: Type.Integer({ description: 'size of the batch this image ran in' }),
+  timing: Type.Object(
+    { queue: Type.Number(), preprocess: Type.Number(), controller: Type.Number(), layers: Type.Number(), total: Type.Number() },
+    { description: 'milliseconds' },
+  ),
+});
+
+export async function classifyRoutes(app: FastifyInstance, ctx: RouteContext): Promise<void> {
+  const { config } = ctx;
+  app.removeAllContentTypeParsers();
+  for (const type of ['application/octet-stream', /^image\/[\w.+-]+$/]) {
+    app.addContentTypeParser(type as string, { parseAs: 'buffer', bodyLimit: config.maxImageBytes }, (_req, body, done) => done(null, body));
+  }
+  await app.register(multipart, {
+    limits: { files: 1, fileSize: config.maxImageBytes, fields: 4, parts: 5, fieldSize: 1024, headerPairs: 100 },
+  });
+
+  app.post(
+    '/v1/classify',
+    {
+      bodyLimit: config.maxImageBytes,
+      schema: {
+        tags: ['classify'],
+        summary: 'Classify one image',
+        consumes: ['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/tiff', 'image/avif', 'application/octet-stream', 'multipart/form-data'],
+        querystring: Query,
+        response: { 200: ClassifyResponse, 400: ErrorResponse, 404: ErrorResponse, 413: ErrorResponse, 415: ErrorResponse, 503: ErrorResponse },
+      },
+    },
+    async (request, reply) => {
+      const q = request.query as Query;
+      const pipeline = ctx.registry.get(q.model, q.version);
+      const image = await readImage(request);
+      const [r] = await pipeline.classify([image], {
+        knob: q.knob ?? 0,
+        precision: q.precision ?? null,
+        topK: q.top_k ?? config.defaultTopK,
+        timeoutMs: config.requestTimeoutMs,
+      });
+      const result = r as ClassifyResult;
+      reply.header('server-timing', serverTiming(result.timing));
+      return toJson(pipeline, result);
+    },
+  );
+}
+
+async function readImage(request: FastifyRequest): Promise<Buffer> {
+  if (request.isMultipart()) {
+    const part = await request.file();
+    if (!part || part.fieldname !== 'image') throw new DqError('DQ_ERR_REQUEST_MULTIPART_INVALID', part ? `got field "${part.fieldname}"` : 'no file');
+    const buf = await part.toBuffer();
+    if (buf.length === 0) throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
+    return buf;
+  }
+  const body = request.body;
+  if (body === undefined || body === null) {
+    if (request.headers['content-type'] === undefined) throw new DqError('DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE', 'send Content-Type image/* or application/octet-stream');
+    throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
+  }
+  if (!Buffer.isBuffer(body)) throw new DqError('DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE');
+  if (body.length === 0) throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
+  return body;
+}
+
+function toJson(p: ModelPipeline, r: ClassifyResult): Static<typeof ClassifyResponse> {
+  const bits: Record<string, number> = {};
+  p.dynamicLayers.forEach((name, i) => (bits[name] = r.bits[i] as number));
+  return {
+    model: p.name,
+    version: p.version,
+    label: r.label,
+    index: r.index,
+    score: r.score,
+    top_k: r.topK.map((e) => ({ index: e.index, label: e.label, score: e.score })),
+    bits,
+    mean_bits: r.meanBits,
+    bitflops: r.bitflops,
+    bitflops_reference: r.bitflopsReference,
+    savings: r.savings,
+    batch_size: r.batchSize,
+    timing: {
+      queue: r.timing.queueMs,
+      preprocess: r.timing.preprocessMs,
+      controller: r.timing.controllerMs,
+      layers: r.timing.layersMs,
+      total: r.timing.totalMs,
+    },
+  };
+}
