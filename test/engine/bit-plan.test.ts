@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { chooseBits, type ControllerSpec } from '../../src/engine/bit-plan.js';
+import { gatherRows, scatterRows } from '../../src/engine/host-tensor.js';
+
+const spec: ControllerSpec = { layers: ['a', 'b'], candidates: [3, 4, 5], cost: [[0.5, 1, 2], [0.5, 1, 2]] };
+const dyn = { knob: 0, precision: null };
+
+describe('chooseBits', () => {
+  it('takes the argmax per sample and layer', () => {
+    const logits = Float32Array.from([0, 1, 0, /* b */ 3, 2, 1, /* n=1 */ 0, 0, 9, 1, 5, 2]);
+    expect(chooseBits(logits, 2, spec, [dyn, dyn])).toEqual([
+      [4, 3],
+      [5, 4],
+    ]);
+  });
+
+  it('breaks ties toward the lower index', () => {
+    expect(chooseBits(Float32Array.from([1, 1, 1, 0, 2, 2]), 1, spec, [dyn])).toEqual([[3, 4]]);
+  });
+
+  it('subtracts λ·cost: λ > 0 moves to cheaper candidates, λ < 0 to costlier', () => {
+    const logits = Float32Array.from([0, 0.4, 0.6, 0, 0.4, 0.6]);
+    expect(chooseBits(logits, 1, spec, [dyn])).toEqual([[5, 5]]);
+    // scores at λ=1: -0.5, -0.6, -1.4 -> 3 bits
+    expect(chooseBits(logits, 1, spec, [{ knob: 1, precision: null }])).toEqual([[3, 3]]);
+    expect(chooseBits(Float32Array.from([1, 0, 0, 1, 0, 0]), 1, spec, [{ knob: -2, precision: null }])).toEqual([[5, 5]]);
+  });
+
+  it('a forced precision skips the argmax, per sample', () => {
+    const logits = Float32Array.from([9, 0, 0, 9, 0, 0, 9, 0, 0, 9, 0, 0]);
+    expect(chooseBits(logits, 2, spec, [{ knob: 0, precision: 5 }, dyn])).toEqual([
+      [5, 5],
+      [3, 3],
+    ]);
+  });
+
+  it('rejects logits of the wrong size', () => {
+    expect(() => chooseBits(new Float32Array(5), 1, spec, [dyn])).toThrow(RangeError);
+  });
+});
+
+describe('host tensors', () => {
+  it('gather then scatter restores the rows', () => {
+    const t = { data: Float32Array.from({ length: 12 }, (_, i) => i), dims: [4, 3] };
+    const g = gatherRows(t, [3, 1]);
+    expect(Array.from(g.data)).toEqual([9, 10, 11, 3, 4, 5]);
+    expect(g.dims).toEqual([2, 3]);
+    const into = { data: new Float32Array(12), dims: [4, 3] };
+    scatterRows(g, [3, 1], into);
+    scatterRows(gatherRows(t, [0, 2]), [0, 2], into);
+    expect(Array.from(into.data)).toEqual(Array.from(t.data));
+  });
+});

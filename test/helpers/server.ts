@@ -1,0 +1,32 @@
+// A real server on 127.0.0.1 with an ephemeral port, built by the same startServer as `dqserve serve`.
+import { pino } from 'pino';
+import { loadConfig, type ConfigKey } from '../../src/config.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+
+export async function startTestServer(overrides: Partial<Record<ConfigKey, unknown>> = {}): Promise<RunningServer> {
+  const config = loadConfig({ host: '127.0.0.1', port: 0, logLevel: 'silent', engine: 'fake', ...overrides });
+  const server = await startServer(config, pino({ level: 'silent' }));
+  await server.warm;
+  return server;
+}
+
+export async function postImage(url: string, body: Buffer, contentType = 'image/jpeg', query = ''): Promise<{ status: number; json: any; headers: Headers }> {
+  const res = await fetch(`${url}/v1/classify${query}`, { method: 'POST', headers: { 'content-type': contentType }, body });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : undefined, headers: res.headers };
+}
+
+/** Runs `fn` over `items` with at most `concurrency` in flight; results in input order. */
+export async function mapConcurrent<T, R>(items: readonly T[], concurrency: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i] as T, i);
+      }
+    }),
+  );
+  return out;
+}

@@ -1,0 +1,85 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { describe, expect, it } from 'vitest';
+import { fakeManifest } from '../../src/engine/fake-manifest.js';
+import { centerCropOffset, decodeRgb, fitToInput, normalise, preprocess, resizedSize, type InputSpec } from '../../src/preprocess/preprocess.js';
+import { cifarSample } from '../helpers/cifar.js';
+import { PHOTOS_DIR } from '../helpers/paths.js';
+
+const spec = fakeManifest().input;
+const limits = { maxInputPixels: 25_000_000 };
+const rocket = readFileSync(join(PHOTOS_DIR, 'rocket.jpg'));
+
+describe('geometry (torchvision Resize(int) + CenterCrop)', () => {
+  it('resizes the shorter side and truncates the longer', () => {
+    expect(resizedSize(640, 427, 32)).toEqual([47, 32]);
+    expect(resizedSize(512, 600, 256)).toEqual([256, 300]);
+    expect(resizedSize(32, 32, 32)).toEqual([32, 32]);
+  });
+  it('rounds crop offsets half to even, like Python round()', () => {
+    expect(centerCropOffset(47, 32)).toBe(8); // 7.5 -> 8
+    expect(centerCropOffset(45, 32)).toBe(6); // 6.5 -> 6
+    expect(centerCropOffset(32, 32)).toBe(0);
+  });
+});
+
+describe('preprocess', () => {
+  it('leaves a 32×32 CIFAR JPEG untouched: same pixels as a plain decode', async () => {
+    const [img] = await cifarSample(1);
+    const plain = await sharp(img!.bytes).raw().toBuffer();
+    const rgb = await fitToInput(await decodeRgb(img!.bytes, limits), spec);
+    expect(rgb.width).toBe(32);
+    expect(Buffer.compare(rgb.data, plain)).toBe(0);
+  });
+
+  it('normalises to CHW float32 with (px/scale − mean)/std', async () => {
+    const rgb = { data: Buffer.from([255, 0, 51, 0, 255, 102]), width: 2, height: 1 };
+    const s: InputSpec = { ...spec, size: [1, 2], mean: [0.5, 0.25, 0], std: [0.5, 0.25, 1] };
+    const out = normalise(rgb, s);
+    expect(Array.from(out)).toEqual([1, -1, -1, 3, 0.2, 0.4].map((v) => Math.fround(v)));
+  });
+
+  it.each(['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif'] as const)('decodes %s to the input size', async (fmt) => {
+    const buf = await sharp(rocket).resize(96, 64)[fmt]().toBuffer();
+    const t = await preprocess(buf, spec, limits);
+    expect(t.length).toBe(3 * 32 * 32);
+    expect(t.every(Number.isFinite)).toBe(true);
+  });
+
+  it('decodes the camera photos (PNG and JPEG, ICC profiles)', async () => {
+    for (const f of ['chelsea.png', 'coffee.png', 'astronaut.png', 'rocket.jpg', 'grace_hopper.jpg']) {
+      const t = await preprocess(readFileSync(join(PHOTOS_DIR, f)), spec, limits);
+      expect(t.length).toBe(3 * 32 * 32);
+    }
+  });
+
+  it('applies EXIF orientation', async () => {
+    // A 40×20 image, left half red, tagged "rotate 90° clockwise" (orientation 6): upright it is 20×40.
+    const raw = Buffer.alloc(40 * 20 * 3);
+    for (let y = 0; y < 20; y++) for (let x = 0; x < 20; x++) raw[(y * 40 + x) * 3] = 255;
+    const tagged = await sharp(raw, { raw: { width: 40, height: 20, channels: 3 } }).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    const rgb = await decodeRgb(tagged, limits);
+    expect([rgb.width, rgb.height]).toEqual([20, 40]);
+    // After rotating clockwise, the red (former left) half is on top.
+    expect(rgb.data[(2 * 20 + 10) * 3]).toBeGreaterThan(200);
+    expect(rgb.data[(37 * 20 + 10) * 3]).toBeLessThan(50);
+  });
+
+  it('flattens alpha on white and turns greyscale into 3 channels', async () => {
+    const clear = await sharp({ create: { width: 8, height: 8, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toBuffer();
+    const rgb = await decodeRgb(clear, limits);
+    expect([...rgb.data.subarray(0, 3)]).toEqual([255, 255, 255]);
+    const grey = await sharp(rocket).greyscale().png().toBuffer();
+    expect((await decodeRgb(grey, limits)).data.length).toBe(640 * 427 * 3);
+  });
+
+  it('maps bad inputs to catalogue codes', async () => {
+    await expect(preprocess(Buffer.alloc(0), spec, limits)).rejects.toMatchObject({ code: 'DQ_ERR_REQUEST_EMPTY_BODY' });
+    await expect(preprocess(Buffer.from('hello, world'), spec, limits)).rejects.toMatchObject({ code: 'DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT' });
+    const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>');
+    await expect(preprocess(svg, spec, limits)).rejects.toMatchObject({ code: 'DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT' });
+    await expect(preprocess(rocket.subarray(0, rocket.length / 2), spec, limits)).rejects.toMatchObject({ code: 'DQ_ERR_PREPROCESS_DECODE_FAILED' });
+    await expect(preprocess(rocket, spec, { maxInputPixels: 1000 })).rejects.toMatchObject({ code: 'DQ_ERR_PREPROCESS_TOO_MANY_PIXELS' });
+  });
+});
