@@ -1,0 +1,143 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../src/server.js';
+import { cifarSample } from '../helpers/cifar.js';
+import { bombPng } from '../helpers/images.js';
+import { PHOTOS_DIR } from '../helpers/paths.js';
+import { postImage, startTestServer } from '../helpers/server.js';
+
+let server: RunningServer;
+let url: string;
+const rocket = readFileSync(join(PHOTOS_DIR, 'rocket.jpg'));
+const chelsea = readFileSync(join(PHOTOS_DIR, 'chelsea.png'));
+
+beforeAll(async () => {
+  server = await startTestServer({ maxImageBytes: 2 * 1024 * 1024 });
+  url = server.url;
+});
+afterAll(async () => server.close());
+
+async function expectAlive(): Promise<void> {
+  const res = await fetch(`${url}/v2/health/ready`);
+  expect(res.status).toBe(200);
+}
+
+describe('POST /v1/classify', () => {
+  it('classifies a raw JPEG body with label, top-k, bits, Bit-FLOPs, timing and Server-Timing', async () => {
+    const r = await postImage(url, rocket, 'image/jpeg', '?top_k=3');
+    expect(r.status).toBe(200);
+    const j = r.json;
+    expect(j).toMatchObject({ model: 'fake_dq', version: 1 });
+    expect(j.top_k).toHaveLength(3);
+    expect(j.top_k[0]).toEqual({ index: j.index, label: j.label, score: j.score });
+    expect(Object.keys(j.bits)).toEqual(server.registry.get().dynamicLayers);
+    expect(Object.values(j.bits).every((b) => [3, 4, 5].includes(b as number))).toBe(true);
+    expect(j.bitflops_reference).toBe(server.registry.get().manifest.bitflops.reference);
+    expect(j.savings).toBeCloseTo(1 - j.bitflops / j.bitflops_reference, 12);
+    expect(Object.keys(j.timing).sort()).toEqual(['controller', 'layers', 'preprocess', 'queue', 'total']);
+    expect(r.headers.get('server-timing')).toMatch(/^queue;dur=[\d.]+, preprocess;dur=[\d.]+, controller;dur=[\d.]+, layers;dur=[\d.]+, total;dur=[\d.]+$/);
+    expect(r.headers.get('x-request-id')).toMatch(/[0-9a-f-]{36}/);
+  });
+
+  it('accepts application/octet-stream and PNG, and echoes a given x-request-id', async () => {
+    const res = await fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'x-request-id': 'abc-123' }, body: chelsea });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-request-id')).toBe('abc-123');
+  });
+
+  it('accepts a multipart upload in the field "image", same answer as the raw body', async () => {
+    const form = new FormData();
+    form.append('image', new Blob([rocket], { type: 'image/jpeg' }), 'rocket.jpg');
+    const res = await fetch(`${url}/v1/classify`, { method: 'POST', body: form });
+    expect(res.status).toBe(200);
+    const j = (await res.json()) as { index: number; bits: unknown };
+    const raw = await postImage(url, rocket);
+    expect(j.index).toBe(raw.json.index);
+    expect(j.bits).toEqual(raw.json.bits);
+  });
+
+  it('forces a precision and moves bits with the knob', async () => {
+    const forced = await postImage(url, rocket, 'image/jpeg', '?precision=5');
+    expect(Object.values(forced.json.bits).every((b) => b === 5)).toBe(true);
+    expect(forced.json.mean_bits).toBe(5);
+    const cheap = await postImage(url, rocket, 'image/jpeg', '?knob=1000');
+    expect(Object.values(cheap.json.bits).every((b) => b === 3)).toBe(true);
+    expect(cheap.json.bitflops).toBe(server.registry.get().manifest.bitflops.min);
+  });
+
+  it('concurrent requests are batched and each gets its own answer', async () => {
+    const imgs = await cifarSample(4);
+    const one = await Promise.all(imgs.map((i) => postImage(url, i.bytes)));
+    expect(one.every((r) => r.status === 200)).toBe(true);
+    const seq: number[] = [];
+    for (const i of imgs.slice(0, 8)) seq.push((await postImage(url, i.bytes)).json.index);
+    expect(seq).toEqual(one.slice(0, 8).map((r) => r.json.index));
+  });
+});
+
+describe('bad input never hurts the server', () => {
+  const cases: Array<[string, () => Promise<{ status: number; json: any }>, number, string]> = [
+    ['not an image', () => postImage(url, Buffer.from('definitely not an image')), 415, 'DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT'],
+    ['a truncated JPEG', () => postImage(url, rocket.subarray(0, 20_000)), 400, 'DQ_ERR_PREPROCESS_DECODE_FAILED'],
+    ['a corrupt PNG', () => postImage(url, Buffer.concat([chelsea.subarray(0, 100), Buffer.alloc(5000, 7)]), 'image/png'), 400, 'DQ_ERR_PREPROCESS_DECODE_FAILED'],
+    ['an SVG', () => postImage(url, Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'), 'image/svg+xml'), 415, 'DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT'],
+    ['an empty body', () => postImage(url, Buffer.alloc(0)), 400, 'DQ_ERR_REQUEST_EMPTY_BODY'],
+    ['a JSON content type', () => postImage(url, Buffer.from('{"a":1}'), 'application/json'), 415, 'DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE'],
+    ['text/plain', () => postImage(url, Buffer.from('hi'), 'text/plain'), 415, 'DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE'],
+    ['too many bytes', () => postImage(url, Buffer.alloc(3 * 1024 * 1024, 1)), 413, 'DQ_ERR_REQUEST_TOO_LARGE'],
+    ['an unknown model', () => postImage(url, rocket, 'image/jpeg', '?model=nope'), 404, 'DQ_ERR_MODEL_NOT_FOUND'],
+    ['an unknown version', () => postImage(url, rocket, 'image/jpeg', '?version=7'), 404, 'DQ_ERR_MODEL_VERSION_NOT_FOUND'],
+    ['a precision that is not a candidate', () => postImage(url, rocket, 'image/jpeg', '?precision=2'), 400, 'DQ_ERR_REQUEST_INVALID_PARAMETER'],
+    ['a bad top_k', () => postImage(url, rocket, 'image/jpeg', '?top_k=zero'), 400, 'DQ_ERR_REQUEST_INVALID'],
+  ];
+
+  it.each(cases)('rejects %s with a 4xx JSON error', async (_name, send, status, code) => {
+    const r = await send();
+    expect(r.status).toBe(status);
+    expect(r.json).toEqual({ error: expect.any(String), code });
+    await expectAlive();
+  });
+
+  it('rejects a 20000×20000 PNG (decompression bomb) with DQ_ERR_PREPROCESS_TOO_MANY_PIXELS', async () => {
+    const r = await postImage(url, await bombPng(), 'image/png');
+    expect(r.status).toBe(413);
+    expect(r.json.code).toBe('DQ_ERR_PREPROCESS_TOO_MANY_PIXELS');
+    await expectAlive();
+  }, 60_000);
+
+  it('rejects multipart without an "image" file, with two files, and a broken multipart body', async () => {
+    const wrong = new FormData();
+    wrong.append('picture', new Blob([rocket]), 'r.jpg');
+    let res = await fetch(`${url}/v1/classify`, { method: 'POST', body: wrong });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { code: string }).code).toBe('DQ_ERR_REQUEST_MULTIPART_INVALID');
+
+    const big = new FormData();
+    big.append('image', new Blob([Buffer.alloc(3 * 1024 * 1024, 1)]), 'big.jpg');
+    res = await fetch(`${url}/v1/classify`, { method: 'POST', body: big });
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { code: string }).code).toBe('DQ_ERR_REQUEST_TOO_LARGE');
+
+    res = await fetch(`${url}/v1/classify`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data; boundary=XYZ' },
+      body: '--XYZ\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\nabc',
+    });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(res.status).toBeLessThan(500);
+    await expectAlive();
+  });
+
+  it('answers an unknown route with DQ_ERR_ROUTE_NOT_FOUND', async () => {
+    const res = await fetch(`${url}/v1/nothing`);
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ error: expect.any(String), code: 'DQ_ERR_ROUTE_NOT_FOUND' });
+  });
+
+  it('serves the OpenAPI document and the docs page', async () => {
+    const spec = (await (await fetch(`${url}/docs/json`)).json()) as { paths: Record<string, unknown> };
+    expect(Object.keys(spec.paths)).toEqual(expect.arrayContaining(['/v1/classify', '/v2/models/{name}/infer', '/v2/health/ready']));
+    expect((await fetch(`${url}/docs`)).status).toBeLessThan(400);
+  });
+});
