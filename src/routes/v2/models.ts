@@ -1,5 +1,6 @@
 // OIP v2 model routes: metadata, readiness and infer, each with and without /versions/{version}.
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { RouteContext } from '../../app.js';
 import { DqError } from '../../errors.js';
@@ -38,6 +39,16 @@ export async function modelRoutes(app: FastifyInstance, ctx: RouteContext): Prom
   // extension sends JSON followed by raw tensor data (Inference-Header-Content-Length says where JSON ends).
   await app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
+    // No type coercion here: Ajv's would turn `"classification": 3` into "3" (parameters are string|number|bool).
+    scope.setValidatorCompiler(({ schema }) => {
+      const check = TypeCompiler.Compile(schema as TSchema);
+      return (data: unknown) => {
+        if (check.Check(data)) return { value: data };
+        const first = check.Errors(data).First();
+        const error = Object.assign(new Error(`${first?.path || '/'}: ${first?.message ?? 'invalid'}`), { validation: [first] });
+        return { error };
+      };
+    });
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: ctx.config.maxRequestBytes }, (request, body, done) => {
       try {
         done(null, parseInferBody(request, body as Buffer));
