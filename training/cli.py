@@ -1,0 +1,160 @@
+"""Command line: train, evaluate, export. Every failure the user can cause is one line on stderr, exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .data import DataError
+
+
+def _bits_list(s: str):
+    try:
+        bits = sorted({int(b) for b in s.split(",") if b.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {s!r}")
+    if not bits or min(bits) < 2 or max(bits) > 8:
+        raise argparse.ArgumentTypeError("bit-widths must be integers in 2..8")
+    return bits
+
+
+def _int_list(s: str):
+    try:
+        return [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {s!r}")
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model (fp pretraining, static quantized, or dynamic DQNet)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="../shared/data/cifar10", help="data set folder (tarballs, image folders or CIFAR binary)")
+    p.add_argument("--out", required=True, help="run folder: config.json, log.jsonl, last.pt, model.pt")
+    p.add_argument("--arch", default="resnet20", choices=["resnet8", "resnet20", "resnet32", "resnet56", "resnet18"])
+    p.add_argument("--precision", default="fp", choices=["fp", "static", "dynamic"])
+    p.add_argument("--bits", type=int, help="bit-width of a static run (every quantized layer)")
+    p.add_argument("--candidates", type=_bits_list, default=[3, 4, 5], help="dynamic candidate bit-widths")
+    p.add_argument("--target-bits", type=float, default=4.0, help="B_tar as a bit-width; also the fixed layers' bits")
+    p.add_argument("--first-last-bits", type=int, default=32, choices=[8, 32], help="stem conv and classifier")
+    p.add_argument("--act", default="dorefa", choices=["dorefa", "pact"], help="activation quantizer")
+    p.add_argument("--pact-init", type=float, default=6.0)
+    p.add_argument("--init", help="checkpoint to start from (e.g. the fp or static phase's model.pt)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "step"])
+    p.add_argument("--milestones", type=_int_list, default=[50, 75], help="epochs of the step schedule")
+    p.add_argument("--warmup-epochs", type=int, default=0)
+    p.add_argument("--alpha", type=float, default=1.0, help="weight of the Bit-FLOPs cost term")
+    p.add_argument("--cost-form", default="hinge", choices=["hinge", "abs", "square", "meanbit"])
+    p.add_argument("--tau", type=float, default=1.0, help="Gumbel-softmax temperature")
+    p.add_argument("--tau-end", type=float, help="anneal tau exponentially to this value")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-limit", type=int, help="use a class-balanced subset of this many training images")
+    p.add_argument("--eval-limit", type=int, help="evaluate on this many test images per epoch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay in log.jsonl)")
+
+
+def _add_eval_common(p):
+    p.add_argument("--checkpoint", required=True, help="a model.pt written by train")
+    p.add_argument("--data", default="../shared/data/cifar10")
+    p.add_argument("--limit", type=int, help="evaluate on a class-balanced subset of the test set")
+
+
+def cmd_train(a) -> int:
+    from .resnet import ModelConfig
+    from .train import TrainConfig, train
+
+    if a.precision == "static" and a.bits is None:
+        raise UsageError("--precision static needs --bits")
+    if a.precision == "dynamic" and len(a.candidates) < 2:
+        raise UsageError("--precision dynamic needs two or more --candidates")
+    fixed = a.bits if a.precision == "static" else int(round(a.target_bits))
+    cands = [a.bits] if a.precision == "static" else a.candidates
+    mc = ModelConfig(arch=a.arch, candidates=cands, fixed_bits=fixed, first_last_bits=a.first_last_bits, act=a.act,
+                     pact_init=a.pact_init)
+    cfg = TrainConfig(data=a.data, out=a.out, model=mc, precision=a.precision, bits=a.bits, init=a.init,
+                      epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+                      schedule=a.schedule, milestones=a.milestones, warmup_epochs=a.warmup_epochs, alpha=a.alpha,
+                      target_bits=a.target_bits, cost_form=a.cost_form, tau=a.tau, tau_end=a.tau_end, seed=a.seed,
+                      train_limit=a.train_limit, eval_limit=a.eval_limit, device=a.device, amp=a.amp,
+                      progress=not a.no_progress)
+    print(train(cfg))
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from . import cost
+    from .checkpoint import load_model
+    from .data import load_split
+    from .evaluate import evaluate
+    from .plots import write_plots
+
+    model, tc = load_model(a.checkpoint)
+    test = load_split(a.data, "test").subset(a.limit)
+    table = cost.attach_macs(model, tuple(test.images.shape[1:]))
+    ref = model.cfg.fixed_bits if model.precision.mode == "dynamic" else (model.precision.static_bits or 32)
+    ev = evaluate(model, table, test.images, test.labels, ref)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not a.no_plots:
+        write_plots(ev, test, out)
+    public = {k: v for k, v in ev.items() if not k.startswith("_")}
+    (out / "eval.json").write_text(json.dumps(public, indent=1))
+    summary = {k: public[k] for k in ("images", "top1", "mean_bits", "savings_vs_reference")}
+    summary["bitflops_mean"] = public["bitflops"]["mean"]
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .checkpoint import load_model
+    from .data import load_split
+    from .export import export_bundle
+
+    if a.version < 1:
+        raise UsageError("--version must be a positive integer")
+    model, tc = load_model(a.checkpoint)
+    test = load_split(a.data, "test").subset(a.limit)
+    out = Path(a.out) / a.name / str(a.version)
+    ev = export_bundle(model, tc, test, out, a.name, a.version, force=a.force)
+    print(json.dumps({"bundle": str(out), "top1": ev["top1"], "bitflops_mean": ev["bitflops"]["mean"]}))
+    return 0
+
+
+class UsageError(Exception):
+    pass
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m training", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint: accuracy, Bit-FLOPs, histograms, knob sweep, plots")
+    _add_eval_common(p)
+    p.add_argument("--out", required=True, help="folder for eval.json and the PNG plots")
+    p.add_argument("--no-plots", action="store_true")
+    p = sub.add_parser("export", help="export a checkpoint as a servable bundle (ONNX + manifest)")
+    _add_eval_common(p)
+    p.add_argument("--out", default="models", help="model repository; the bundle goes to OUT/NAME/VERSION")
+    p.add_argument("--name", required=True, help="bundle name, e.g. resnet20_dq")
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    a = ap.parse_args(argv)
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:  # Debian's torch starts with one thread
+        torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export}[a.command](a)
+    except (DataError, UsageError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,41 @@
+"""The bit-controller: pooled first-stage features -> MLP -> one logit per (dynamic layer, candidate).
+
+Like the official code it shares the stem and first stage with the main network (dqnet-official.md §1).
+Unlike it, the MLP has a ReLU between its two layers (the official one is linear apart from dropout).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BitController(nn.Module):
+    def __init__(self, channels: int, pool: int, hidden: int, num_layers: int, num_candidates: int,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.pool = pool
+        self.num_layers = num_layers
+        self.num_candidates = num_candidates
+        self.fc1 = nn.Linear(channels * pool * pool, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, num_layers * num_candidates)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        h = features.shape[-1]
+        if h % self.pool:
+            raise ValueError(f"controller pool {self.pool} does not divide feature size {h}")
+        x = F.avg_pool2d(features, h // self.pool).flatten(1)
+        x = self.dropout(F.relu(self.fc1(x)))
+        return self.fc2(x).view(-1, self.num_layers, self.num_candidates)
+
+
+def choose(logits: torch.Tensor, cost: torch.Tensor, knob: float = 0.0) -> torch.Tensor:
+    """Deterministic choice used at evaluation, export and serving: argmax_k(logit - knob * cost[l, k]).
+    torch.argmax returns the first maximum, i.e. ties go to the lower (cheaper) candidate."""
+    return torch.argmax(logits - knob * cost.to(logits), dim=-1)
+
+
+def sample(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """Training-time choice: hard Gumbel-softmax (one-hot forward, soft gradient)."""
+    return F.gumbel_softmax(logits, tau=tau, hard=True, dim=-1)

@@ -1,0 +1,126 @@
+"""Bit-FLOPs, by the one definition in docs/bitflops.md.
+
+BitFLOPs(image) = sum over conv/linear layers of MACs x b_w x b_a; full-precision layers (and the
+controller) count at 32 x 32, fixed layers at their bits, dynamic layers at the bits chosen for the image.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import torch
+from torch import nn
+
+from .layers import FP_BITS, QConv2d, QLinear
+
+DEFINITION = ("sum over conv and linear layers of MACs x b_w x b_a (b_w = b_a = b); full-precision layers and "
+              "the controller at 32x32; BN, ReLU, adds and pooling not counted")
+
+
+def _public_name(module_path: str) -> str:
+    """stages.1.0.shortcut.0 -> layer2.0.shortcut: the names torchvision and the paper use."""
+    parts = module_path.split(".")
+    if parts[0] == "stages" and len(parts) > 1:
+        parts = [f"layer{int(parts[1]) + 1}"] + parts[2:]
+    if parts[-2:-1] == ["shortcut"]:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+@torch.no_grad()
+def layer_table(model, input_size: Sequence[int]) -> List[Dict]:
+    """Every conv/linear layer in execution order with its kind, shapes and per-image MACs, measured by
+    running one image through the model (in float, so every layer is visited once)."""
+    rows, hooks = [], []
+    names = {m: _public_name(n) for n, m in model.named_modules()}
+    dynamic = {m: n for n, m in model.dynamic_layers}
+
+    def hook(mod, inp, out):
+        x = inp[0]
+        if isinstance(mod, nn.Conv2d):
+            kh, kw = mod.kernel_size
+            macs = out.shape[2] * out.shape[3] * mod.out_channels * (mod.in_channels // mod.groups) * kh * kw
+            op, kernel, stride = "conv", [kh, kw], list(mod.stride)
+        else:
+            macs = mod.in_features * mod.out_features
+            op, kernel, stride = "linear", None, None
+        if mod in dynamic:
+            kind, bits = "dynamic", None
+        elif isinstance(mod, (QConv2d, QLinear)):
+            kind, bits = mod.kind, (FP_BITS if mod.kind == "fp" or fp_model else mod.bits)
+        else:
+            kind, bits = "controller", FP_BITS
+        rows.append(dict(name=dynamic.get(mod, names[mod]), kind=kind, op=op, in_shape=list(x.shape[1:]),
+                         out_shape=list(out.shape[1:]), kernel=kernel, stride=stride, bits=bits, macs=int(macs)))
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            hooks.append(m.register_forward_hook(hook))
+    saved = (model.precision.mode, model.precision.static_bits, model.training)
+    fp_model = saved[0] == "fp"  # a full-precision (pretraining) model runs every layer at 32 bits
+    try:
+        model.eval()
+        model.set_precision("fp")
+        x = torch.zeros((1,) + tuple(input_size), device=next(model.parameters()).device)
+        feats = model.stem_forward(x)
+        if model.controller is not None:
+            model.controller(feats)
+        model.forward(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.precision.mode, model.precision.static_bits = saved[0], saved[1]
+        model.train(saved[2])
+    # The controller ran before the main forward; the main forward re-visits the stem: drop repeats,
+    # keeping execution order stem, stage 1, controller, later stages, classifier.
+    seen, table = set(), []
+    for r in rows:
+        if r["name"] not in seen:
+            seen.add(r["name"])
+            table.append(r)
+    return table
+
+
+def attach_macs(model, input_size: Sequence[int]) -> List[Dict]:
+    """Measure the layer table and store the dynamic layers' MACs on the model (for the cost loss)."""
+    table = layer_table(model, input_size)
+    by_name = {r["name"]: r["macs"] for r in table}
+    macs = torch.tensor([float(by_name[n]) for n, _ in model.dynamic_layers])
+    model.layer_macs = macs.to(model.layer_macs.device)
+    return table
+
+
+def fixed_bitflops(table: List[Dict], include_controller: bool = True) -> int:
+    """Bit-FLOPs of everything that is not dynamic (a constant per image)."""
+    total = 0
+    for r in table:
+        if r["kind"] == "dynamic" or (r["kind"] == "controller" and not include_controller):
+            continue
+        total += r["macs"] * r["bits"] * r["bits"]
+    return total
+
+
+def bitflops(table: List[Dict], plan: Sequence[int], include_controller: bool = True) -> int:
+    """Bit-FLOPs of one image given the bits of each dynamic layer, in table order."""
+    dyn = [r for r in table if r["kind"] == "dynamic"]
+    if len(plan) != len(dyn):
+        raise ValueError(f"plan has {len(plan)} bit-widths for {len(dyn)} dynamic layers")
+    return fixed_bitflops(table, include_controller) + sum(r["macs"] * b * b for r, b in zip(dyn, plan))
+
+
+def bitflops_batch(table: List[Dict], bits: torch.Tensor, include_controller: bool = True) -> torch.Tensor:
+    """Per-image Bit-FLOPs for a (N, L) tensor of chosen bits (float64 to stay exact)."""
+    dyn = torch.tensor([r["macs"] for r in table if r["kind"] == "dynamic"], dtype=torch.float64)
+    return fixed_bitflops(table, include_controller) + (bits.to(torch.float64) ** 2 * dyn).sum(1)
+
+
+def dynamic_cost_ratio(model, onehot: torch.Tensor, target_bits: float) -> torch.Tensor:
+    """Mean over the batch of the dynamic layers' Bit-FLOPs divided by their Bit-FLOPs at the target bits.
+    Differentiable through the hard Gumbel one-hot (N, L, K)."""
+    macs = model.layer_macs.to(onehot)
+    bsq = (onehot * model.candidates_tensor.to(onehot) ** 2).sum(-1)  # (N, L)
+    return ((bsq * macs).sum(1) / (macs.sum() * target_bits ** 2)).mean()
+
+
+def mean_bits(model, onehot: torch.Tensor) -> torch.Tensor:
+    """The official code's cost signal: mean chosen bit-width over batch and layers (FLOPs-unweighted)."""
+    return (onehot * model.candidates_tensor.to(onehot)).sum(-1).mean()

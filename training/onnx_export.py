@@ -1,0 +1,156 @@
+"""Write the trained network as ONNX pieces (docs/model-bundle.md): stem (+ controller), one graph per
+(dynamic layer, candidate bits), head. Graphs are built node by node so that quantized convs become
+integer ConvInteger ops on DoReFa's exact integer levels, with BN folded into a per-channel scale and bias."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from .layers import FP_BITS
+from .quant import dorefa_weight, dorefa_weight_int, levels
+
+OPSET = 13
+F32 = TensorProto.FLOAT
+
+
+class Graph:
+    def __init__(self, name: str):
+        self.name, self.nodes, self.inits, self.n = name, [], [], 0
+
+    def fresh(self, hint: str) -> str:
+        self.n += 1
+        return f"{hint}_{self.n}"
+
+    def const(self, arr: np.ndarray, hint: str) -> str:
+        name = self.fresh(hint)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def op(self, op_type: str, inputs: List[str], hint: Optional[str] = None, out: Optional[str] = None, **attrs) -> str:
+        out = out or self.fresh(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
+        return out
+
+    def model(self, inputs: Dict[str, list], outputs: Dict[str, list]) -> onnx.ModelProto:
+        g = helper.make_graph(self.nodes, self.name,
+                              [helper.make_tensor_value_info(k, F32, v) for k, v in inputs.items()],
+                              [helper.make_tensor_value_info(k, F32, v) for k, v in outputs.items()],
+                              self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dqserve-training")
+        m.ir_version = 7  # readable by onnxruntime 1.x and by the onnx 1.12 checker
+        onnx.checker.check_model(m)
+        return m
+
+
+def _bn_fold(bn) -> (np.ndarray, np.ndarray):
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double()
+    bias = (bn.bias.detach().double() - bn.running_mean.double() * scale)
+    return scale.numpy(), bias.numpy()
+
+
+def _act_clip(layer) -> float:
+    return layer.act.clip_value() if layer.act is not None else 1.0
+
+
+def conv_bn(g: Graph, x: str, conv, bn, bits: int) -> str:
+    """bn(conv(Q_b(x), Q_b(W))) as ONNX nodes. Returns the output name (no activation)."""
+    scale, bias = _bn_fold(bn)
+    pads = [conv.padding[0], conv.padding[1]] * 2
+    attrs = dict(kernel_shape=list(conv.kernel_size), strides=list(conv.stride), pads=pads)
+    cout = conv.out_channels
+    if bits >= FP_BITS or (bits == 8 or conv.act is None):
+        # Float conv: full precision, or weights that do not fit int8 (8-bit DoReFa), or an unquantized input.
+        w = conv.weight.detach() if bits >= FP_BITS else dorefa_weight(conv.weight.detach(), bits)
+        if bits < FP_BITS and conv.act is not None:
+            x = fake_quant(g, x, bits, _act_clip(conv))
+        wf = (w.double().numpy() * scale[:, None, None, None]).astype(np.float32)
+        return g.op("Conv", [x, g.const(wf, "w"), g.const(bias.astype(np.float32), "b")], **attrs)
+    n = levels(bits)
+    clip = _act_clip(conv)
+    xc = g.op("Clip", [x, g.const(np.array(0, np.float32), "zero"), g.const(np.array(clip, np.float32), "clip")])
+    xq = g.op("QuantizeLinear", [xc, g.const(np.array(clip / n, np.float32), "sa"), g.const(np.array(0, np.uint8), "za")])
+    wi = dorefa_weight_int(conv.weight.detach(), bits).numpy().astype(np.int8)
+    acc = g.op("ConvInteger", [xq, g.const(wi, "wq")], **attrs)
+    accf = g.op("Cast", [acc], to=F32)
+    mul = (scale * (np.float32(clip / n)) / n).astype(np.float32).reshape(1, cout, 1, 1)
+    y = g.op("Mul", [accf, g.const(mul, "scale")])
+    return g.op("Add", [y, g.const(bias.astype(np.float32).reshape(1, cout, 1, 1), "bias")])
+
+
+def fake_quant(g: Graph, x: str, bits: int, clip: float) -> str:
+    n = levels(bits)
+    xc = g.op("Clip", [x, g.const(np.array(0, np.float32), "zero"), g.const(np.array(clip, np.float32), "clip")])
+    s, z = g.const(np.array(clip / n, np.float32), "sa"), g.const(np.array(0, np.uint8), "za")
+    return g.op("DequantizeLinear", [g.op("QuantizeLinear", [xc, s, z]), s, z])
+
+
+def _bits_of(layer, model) -> int:
+    if layer.kind == "fp" or model.precision.mode == "fp":
+        return FP_BITS
+    return layer.bits
+
+
+def block_fixed(g: Graph, x: str, block, model) -> str:
+    h = g.op("Relu", [conv_bn(g, x, block.conv1, block.bn1, _bits_of(block.conv1, model))])
+    return block_tail(g, h, x, block, _bits_of(block.conv2, model), model)
+
+
+def block_tail(g: Graph, h: str, residual: str, block, bits: int, model, out: Optional[str] = None) -> str:
+    y = conv_bn(g, h, block.conv2, block.bn2, bits)
+    if block.shortcut is not None:
+        sc_conv, sc_bn = block.shortcut[0], block.shortcut[1]
+        residual = conv_bn(g, residual, sc_conv, sc_bn, _bits_of(sc_conv, model))
+    return g.op("Relu", [g.op("Add", [y, residual])], out=out)
+
+
+@torch.no_grad()
+def stem_graph(model, input_size) -> onnx.ModelProto:
+    g = Graph("stem")
+    x = conv_bn(g, "image", model.stem, model.stem_bn, _bits_of(model.stem, model))
+    x = g.op("Relu", [x])
+    if model.maxpool is not None:
+        x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    for block in model.stages[0]:
+        x = block_fixed(g, x, block, model)
+    g.op("Identity", [x], out="features")
+    outputs = {"features": ["N", None, None, None]}
+    c = model.controller
+    if c is not None and model.precision.mode == "dynamic":
+        size = model.stem_forward(torch.zeros((1,) + tuple(input_size))).shape[-1]
+        k = size // c.pool
+        p = g.op("AveragePool", ["features"], kernel_shape=[k, k], strides=[k, k])
+        h = g.op("Flatten", [p], axis=1)
+        h = g.op("Relu", [g.op("Gemm", [h, g.const(c.fc1.weight.numpy(), "w1"), g.const(c.fc1.bias.numpy(), "b1")], transB=1)])
+        h = g.op("Gemm", [h, g.const(c.fc2.weight.numpy(), "w2"), g.const(c.fc2.bias.numpy(), "b2")], transB=1)
+        g.op("Reshape", [h, g.const(np.array([-1, c.num_layers, c.num_candidates], np.int64), "shape")],
+             out="controller_logits")
+        outputs["controller_logits"] = ["N", c.num_layers, c.num_candidates]
+    return g.model({"image": ["N"] + list(input_size)}, outputs)
+
+
+@torch.no_grad()
+def step_graph(model, block, which: str, bits: int) -> onnx.ModelProto:
+    g = Graph(f"step_{which}_b{bits}")
+    if which == "conv1":
+        g.op("Relu", [conv_bn(g, "x", block.conv1, block.bn1, bits)], out="y")
+        return g.model({"x": ["N", None, None, None]}, {"y": ["N", None, None, None]})
+    block_tail(g, "x", "residual", block, bits, model, out="y")
+    return g.model({"x": ["N", None, None, None], "residual": ["N", None, None, None]}, {"y": ["N", None, None, None]})
+
+
+@torch.no_grad()
+def head_graph(model) -> onnx.ModelProto:
+    g = Graph("head")
+    h = g.op("Flatten", [g.op("GlobalAveragePool", ["x"])], axis=1)
+    fc = model.fc
+    bits = _bits_of(fc, model)
+    w = fc.weight.detach()
+    if bits < FP_BITS:
+        h = fake_quant(g, h, bits, _act_clip(fc))
+        w = dorefa_weight(w, bits)
+    g.op("Gemm", [h, g.const(w.numpy(), "w"), g.const(fc.bias.detach().numpy(), "b")], out="logits", transB=1)
+    return g.model({"x": ["N", None, None, None]}, {"logits": ["N", fc.out_features]})

@@ -1,0 +1,210 @@
+"""Training: full-precision pretraining, static quantized, or dynamic (DQNet) fine-tuning, from checkpoints,
+resumable, on one device or several processes (torchrun / DDP; gloo on CPU, nccl on CUDA)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import cost
+from .checkpoint import load_weights, save_checkpoint
+from .data import augment, load_split, normalize
+from .evaluate import accuracy
+from .resnet import ModelConfig, build_model
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/cifar10"
+    out: str = "runs/resnet20_fp"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    precision: str = "fp"  # fp | static | dynamic
+    bits: Optional[int] = None  # static bit-width (precision static)
+    init: Optional[str] = None  # checkpoint to start from (weights only)
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step
+    milestones: List[int] = field(default_factory=lambda: [50, 75])
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    # cost term: alpha * f(Bit-FLOPs ratio - 1), f = hinge | abs | square; or the official mean-bit hinge
+    alpha: float = 1.0
+    target_bits: float = 4.0
+    cost_form: str = "hinge"  # hinge | abs | square | meanbit
+    tau: float = 1.0
+    tau_end: Optional[float] = None  # exponential annealing from tau to tau_end over the run
+    seed: int = 0
+    train_limit: Optional[int] = None
+    eval_limit: Optional[int] = None
+    device: str = "auto"
+    amp: bool = False  # bf16 autocast on CUDA
+    progress: bool = True
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _dist_info():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but no CUDA device is available")
+    return torch.device(cfg.device)
+
+
+def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
+    if cfg.warmup_epochs and epoch_float < cfg.warmup_epochs:
+        return cfg.lr * epoch_float / cfg.warmup_epochs
+    if cfg.schedule == "cosine":
+        span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, (epoch_float - cfg.warmup_epochs) / span)))
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.gamma ** sum(epoch_float >= m for m in cfg.milestones)
+    raise ValueError(f"unknown schedule {cfg.schedule!r} (cosine or step)")
+
+
+def tau_at(cfg: TrainConfig, epoch_float: float) -> float:
+    if cfg.tau_end is None or cfg.epochs == 0:
+        return cfg.tau
+    return cfg.tau * (cfg.tau_end / cfg.tau) ** min(1.0, epoch_float / cfg.epochs)
+
+
+def cost_loss(cfg: TrainConfig, model, onehot) -> torch.Tensor:
+    if cfg.cost_form == "meanbit":  # the official code: hinge on the mean bit-width, FLOPs-unweighted
+        return cfg.alpha * F.relu(cost.mean_bits(model, onehot) - cfg.target_bits)
+    r = cost.dynamic_cost_ratio(model, onehot, cfg.target_bits) - 1
+    if cfg.cost_form == "hinge":
+        return cfg.alpha * F.relu(r)
+    if cfg.cost_form == "abs":
+        return cfg.alpha * r.abs()
+    if cfg.cost_form == "square":
+        return cfg.alpha * r * r
+    raise ValueError(f"unknown cost form {cfg.cost_form!r}")
+
+
+def make_model(cfg: TrainConfig):
+    mc = cfg.model
+    if cfg.precision != "dynamic":
+        mc.controller = False
+    model = build_model(mc)
+    model.set_precision(cfg.precision, cfg.bits)
+    return model
+
+
+def train(cfg: TrainConfig) -> Path:
+    world, rank, local = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+    device = _device(cfg, local)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.out)
+    main = rank == 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    train_set = load_split(cfg.data, "train").subset(cfg.train_limit, cfg.seed)
+    test_set = load_split(cfg.data, "test").subset(cfg.eval_limit, cfg.seed)
+    cfg.model.num_classes = len(train_set.classes)
+    model = make_model(cfg)
+    input_size = tuple(train_set.images.shape[1:])
+    cost.attach_macs(model, input_size)
+    model.to(device)
+
+    start_epoch, state = 0, None
+    last = out / "last.pt"
+    if last.is_file():
+        state = torch.load(last, map_location=device)
+        model.load_state_dict(state["model"])
+        start_epoch = state["epoch"]
+    elif cfg.init:
+        load_weights(model, cfg.init, device)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=True)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                    else None) if world > 1 else model
+    images, labels = train_set.images.to(device), train_set.labels.to(device)
+    test_x, test_y = test_set.images.to(device), test_set.labels.to(device)
+    n = len(labels)
+    steps = n // (cfg.batch_size * world)
+    if steps == 0:
+        raise SystemExit(f"error: {n} training images are fewer than one batch of {cfg.batch_size} x {world}")
+    log = open(out / "log.jsonl", "a") if main else None
+    if main:
+        (out / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2))
+    amp = cfg.amp and device.type == "cuda"
+    for epoch in range(start_epoch, cfg.epochs):
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        perm = torch.randperm(n, generator=g)[: steps * cfg.batch_size * world]
+        mine = perm[rank::world].to(device)
+        model.train()
+        t0, seen, loss_sum, correct, ratio_sum = time.time(), 0, 0.0, 0, 0.0
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (main and cfg.progress),
+                   leave=False)
+        for step in bar:
+            ep = epoch + step / steps
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, ep)
+            idx = mine[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = normalize(augment(images[idx], g))
+            y = labels[idx]
+            with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()):
+                logits, choice, _ = net(x, tau=tau_at(cfg, ep))
+                loss = F.cross_entropy(logits.float(), y)
+                if cfg.precision == "dynamic":
+                    loss = loss + cost_loss(cfg, model, choice.float())
+                    ratio_sum += float(cost.dynamic_cost_ratio(model, choice.float().detach(), cfg.target_bits)) * len(y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(y)
+            loss_sum += float(loss) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if main:
+            ev = accuracy(model, test_x, test_y)
+            rec = dict(epoch=epoch + 1, lr=lr_at(cfg, epoch + 1), loss=loss_sum / seen, train_acc=correct / seen,
+                       test_acc=ev["top1"], seconds=round(time.time() - t0, 2))
+            if cfg.precision == "dynamic":
+                rec.update(train_cost_ratio=ratio_sum / seen, test_mean_bits=ev["mean_bits"],
+                           test_cost_ratio=ev["cost_ratio"])
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            tqdm.write(json.dumps(rec)) if cfg.progress else None
+            save_checkpoint(last, model, opt, epoch + 1, cfg)
+    if main:
+        save_checkpoint(out / "model.pt", model, None, cfg.epochs, cfg)
+        log.close()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out / "model.pt"
