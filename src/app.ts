@@ -53,6 +53,11 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
       return sendError(reply, new DqError('DQ_ERR_SERVER_SHUTTING_DOWN', undefined, { retryAfterS: config.retryAfterSeconds }));
     }
   });
+  // Requests accepted before shutdown finish normally, but their keep-alive sockets must not outlive them,
+  // or close() would wait for the keep-alive timeout.
+  app.addHook('onSend', async (_request, reply) => {
+    if (ctx.state.closing) reply.header('connection', 'close');
+  });
   app.addHook('preClose', async () => {
     ctx.state.closing = true;
   });

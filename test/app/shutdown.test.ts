@@ -1,0 +1,76 @@
+// SIGTERM against the real `dqserve serve` process: stop accepting, finish accepted requests, exit in bounded time.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { describe, expect, it } from 'vitest';
+import { PHOTOS_DIR, REPO_ROOT } from '../helpers/paths.js';
+
+const rocket = readFileSync(join(PHOTOS_DIR, 'rocket.jpg'));
+
+function startProcess(args: string[]): Promise<{ child: ChildProcess; url: string; logs: string[] }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--engine', 'fake', ...args], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: string[] = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${logs.join('\n')}`)), 30_000);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      logs.push(line);
+      const m = /"url":"(http:[^"]+)"/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, url: m[1]!, logs });
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
+    child.on('exit', (code) => reject(new Error(`exited ${code}:\n${logs.join('\n')}`)));
+  });
+}
+
+function exited(child: ChildProcess): Promise<number | null> {
+  return new Promise((r) => child.once('exit', (code) => r(code)));
+}
+
+describe('SIGTERM', () => {
+  it('finishes every accepted request, refuses new ones, and exits 0 within the drain bound', async () => {
+    // Each batch takes 700 ms and holds 2 images: 6 requests need ~2.1 s after SIGTERM.
+    const { child, url, logs } = await startProcess(['--fake-engine-delay-ms', '700', '--max-batch-size', '2', '--drain-timeout-ms', '8000']);
+    const accepted = Array.from({ length: 6 }, () =>
+      fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: rocket }).then(async (r) => ({ status: r.status, body: await r.text() })),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const exit = exited(child);
+    const t0 = Date.now();
+    child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 100));
+
+    // New connections are refused (the listener is closed) or told 503 while draining.
+    const late = await fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg', connection: 'close' }, body: rocket }).then(
+      async (r) => ({ status: r.status, json: (await r.json()) as { code: string } }),
+      (err: Error) => ({ status: 0, error: String((err.cause as Error)?.message ?? err) }),
+    );
+    if (late.status !== 0) expect(late).toMatchObject({ status: 503, json: { code: 'DQ_ERR_SERVER_SHUTTING_DOWN' } });
+
+    const results = await Promise.all(accepted);
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    const code = await exit;
+    if (code !== 0) console.error(logs.join('\n'));
+    expect(code).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(8000);
+    expect(logs.join('\n')).toMatch(/"msg":"closed"/);
+  }, 60_000);
+
+  it('exits 1 when the drain bound is exceeded', async () => {
+    const { child, url } = await startProcess(['--fake-engine-delay-ms', '5000', '--drain-timeout-ms', '500']);
+    const pending = fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: rocket }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    const exit = exited(child);
+    const t0 = Date.now();
+    child.kill('SIGTERM');
+    expect(await exit).toBe(1);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    await pending;
+  }, 60_000);
+});
