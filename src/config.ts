@@ -17,6 +17,7 @@ export const ConfigSchema = Type.Object({
   maxBatchSize: Int(1, 1024, 32, 'largest batch the dynamic batcher forms (images)'),
   maxQueueDelayMicroseconds: Int(0, 10_000_000, 2000, 'longest a request waits for a batch to fill (µs)'),
   maxQueueSize: Int(1, 1_000_000, 512, 'images waiting in the queue before new requests get 503'),
+  instanceCount: Int(1, 16, 1, 'batches that may run at once (Triton instance_group count)'),
   requestTimeoutMs: Int(1, 3_600_000, 30_000, 'longest a request may wait in the queue (ms)'),
   intraOpNumThreads: Int(1, 64, 1, 'onnxruntime intra-op threads per session'),
   interOpNumThreads: Int(1, 64, 1, 'onnxruntime inter-op threads per session'),

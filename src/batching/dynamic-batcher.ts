@@ -10,6 +10,8 @@ export interface BatcherOptions {
   readonly maxBatchSize: number;
   readonly maxQueueDelayMicroseconds: number;
   readonly maxQueueSize: number;
+  /** Batches that may run at once (Triton's instance_group count); each ORT run takes one libuv thread. */
+  readonly instanceCount: number;
   /** Retry-After (s) sent with queue-full and timeout errors. */
   readonly retryAfterSeconds: number;
 }
@@ -35,7 +37,7 @@ export class DynamicBatcher {
   private readonly engine: Engine;
   private readonly opts: BatcherOptions;
   private readonly queue: Pending[] = [];
-  private running = false;
+  private running = 0;
   private closed = false;
   private flushTimer: NodeJS.Timeout | undefined;
   private idleWaiters: Array<() => void> = [];
@@ -70,7 +72,7 @@ export class DynamicBatcher {
   /** Stop taking new samples; resolves when every queued and running sample has finished. */
   async drain(): Promise<void> {
     this.closed = true;
-    if (!this.running && this.queue.length === 0) return;
+    if (this.running === 0 && this.queue.length === 0) return;
     await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
@@ -83,7 +85,7 @@ export class DynamicBatcher {
   }
 
   private schedule(): void {
-    if (this.running || this.queue.length === 0) return;
+    if (this.running >= this.opts.instanceCount || this.queue.length === 0) return;
     if (this.queue.length >= this.opts.maxBatchSize || this.closed) {
       this.flush();
       return;
@@ -103,9 +105,9 @@ export class DynamicBatcher {
       clearTimeout(this.flushTimer);
       this.flushTimer = undefined;
     }
-    if (this.running || this.queue.length === 0) return;
+    if (this.running >= this.opts.instanceCount || this.queue.length === 0) return;
     const batch = this.queue.splice(0, this.opts.maxBatchSize);
-    this.running = true;
+    this.running++;
     void this.run(batch);
   }
 
@@ -130,14 +132,14 @@ export class DynamicBatcher {
       const e = err instanceof DqError ? err : new DqError('DQ_ERR_ENGINE_FAILED', (err as Error)?.message, { cause: err });
       for (const p of batch) p.reject(e);
     } finally {
-      this.running = false;
+      this.running--;
       this.notifyIdle();
       this.schedule();
     }
   }
 
   private notifyIdle(): void {
-    if (this.running || this.queue.length > 0) return;
+    if (this.running > 0 || this.queue.length > 0) return;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const w of waiters) w();

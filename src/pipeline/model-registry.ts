@@ -69,6 +69,7 @@ export async function loadRegistry(config: Config, log: RegistryLogger): Promise
     maxBatchSize: config.maxBatchSize,
     maxQueueDelayMicroseconds: config.maxQueueDelayMicroseconds,
     maxQueueSize: config.maxQueueSize,
+    instanceCount: config.instanceCount,
     retryAfterSeconds: config.retryAfterSeconds,
     maxInputPixels: config.maxInputPixels,
   };

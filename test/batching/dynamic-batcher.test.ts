@@ -3,7 +3,7 @@ import { DynamicBatcher } from '../../src/batching/dynamic-batcher.js';
 import { FakeEngine } from '../../src/engine/fake-engine.js';
 import { DqError } from '../../src/errors.js';
 
-const opts = { maxBatchSize: 8, maxQueueDelayMicroseconds: 5000, maxQueueSize: 64, retryAfterSeconds: 2 };
+const opts = { maxBatchSize: 8, maxQueueDelayMicroseconds: 5000, maxQueueSize: 64, instanceCount: 1, retryAfterSeconds: 2 };
 const dyn = { knob: 0, precision: null };
 
 function samples(engine: FakeEngine, n: number): Float32Array[] {
@@ -30,6 +30,15 @@ describe('DynamicBatcher', () => {
       expect(Array.from(r.sample.logits)).toEqual(Array.from(batched[i]!.sample.logits));
       expect(r.sample.bits).toEqual(batched[i]!.sample.bits);
     }
+  });
+
+  it('runs up to instanceCount batches at once', async () => {
+    const engine = new FakeEngine(undefined, { batchDelayMs: 100 });
+    const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 2, instanceCount: 2 });
+    const t0 = Date.now();
+    await Promise.all(samples(engine, 4).map((x) => b.submit(x, dyn, 10_000)));
+    expect(engine.batches).toEqual([2, 2]);
+    expect(Date.now() - t0).toBeLessThan(190);
   });
 
   it('mixes per-sample options in one batch', async () => {
@@ -83,7 +92,7 @@ describe('DynamicBatcher', () => {
     const b = new DynamicBatcher(flaky, { ...opts, maxBatchSize: 1 });
     const xs = samples(engine, 2);
     const [a, c] = await Promise.allSettled(xs.map((x) => b.submit(x, dyn, 1000)));
-    expect(a.status === 'rejected' && (a.reason as DqError).code).toBe('DQ_ERR_ENGINE_FAILED');
-    expect(c.status).toBe('fulfilled');
+    expect(a?.status === 'rejected' && (a.reason as DqError).code).toBe('DQ_ERR_ENGINE_FAILED');
+    expect(c?.status).toBe('fulfilled');
   });
 });

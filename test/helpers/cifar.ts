@@ -20,7 +20,7 @@ export function cifarTest(): Promise<CifarImage[]> {
     const ex = extract();
     ex.on('entry', (header, stream, next) => {
       const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
       stream.on('end', () => {
         const m = /^(?:\.\/)?test\/([^/]+)\/([^/]+\.jpe?g)$/.exec(header.name);
         if (header.type === 'file' && m) out.push({ key: `${m[1]}/${m[2]}`, label: m[1] as string, bytes: Buffer.concat(chunks) });
