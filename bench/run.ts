@@ -4,7 +4,7 @@
 // Not a test: numbers depend on the machine. Writes bench/results/<date>-<host>.json and prints Markdown.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, hostname } from 'node:os';
+import { cpus, hostname, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import autocannon from 'autocannon';
@@ -54,11 +54,11 @@ async function main(): Promise<void> {
     }
   }
 
-  const meta = { date: new Date().toISOString(), host: hostname(), cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, durationS: DURATION_S };
+  const meta = { date: new Date().toISOString(), host: hostname(), cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, durationS: DURATION_S, loadavgAtEnd: loadavg() };
   const dir = join(REPO_ROOT, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, `${meta.date.slice(0, 10)}-${meta.host}.json`), JSON.stringify({ meta, rows }, null, 2) + '\n');
-  console.log(`Machine: ${meta.cpus} × ${meta.cpu}, Node ${meta.node}; ${DURATION_S} s per load point.\n`);
+  console.log(`Machine: ${meta.cpus} × ${meta.cpu}, Node ${meta.node}; ${DURATION_S} s per load point; load average at the end ${meta.loadavgAtEnd.map((x) => x.toFixed(2)).join(' ')}.\n`);
   console.log('| scenario | concurrency | images/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|');
   for (const r of rows) console.log(`| ${r.scenario} | ${r.concurrency} | ${r.imagesPerS.toFixed(0)} | ${r.p50Ms ?? '–'} | ${r.p99Ms ?? '–'} | ${r.errors} |`);
 }

@@ -69,7 +69,7 @@ addSettings(
         JSON.stringify({ file, model: pipeline.name, version: pipeline.version, label: r.label, index: r.index, score: r.score, top_k: r.topK, bits, mean_bits: r.meanBits, bitflops: r.bitflops, bitflops_reference: r.bitflopsReference, savings: r.savings }),
       );
     } catch (err) {
-      console.log(JSON.stringify({ file, error: (err as Error).message, code: isDqError(err) ? err.code : 'DQ_ERR_INTERNAL' }));
+      console.log(JSON.stringify({ file, error: (err as Error).message, code: isDqError(err) ? err.code : 'DQ_ERR_SERVER_INTERNAL' }));
       process.exitCode = 1;
     }
   }

@@ -40,7 +40,7 @@ export const ERRORS = {
 
   // Server faults (details are logged, never sent)
   DQ_ERR_ENGINE_FAILED: { status: 500, message: 'inference failed' },
-  DQ_ERR_INTERNAL: { status: 500, message: 'internal server error' },
+  DQ_ERR_SERVER_INTERNAL: { status: 500, message: 'internal server error' },
 
   // Start-up (never reach a client)
   DQ_ERR_CONFIG_INVALID: { status: 500, message: 'invalid configuration' },

@@ -56,7 +56,7 @@ export class DynamicBatcher {
   submit(input: Float32Array, options: SampleOptions, timeoutMs: number): Promise<BatchedResult> {
     if (this.closed) return Promise.reject(new DqError('DQ_ERR_SERVER_SHUTTING_DOWN', undefined, { retryAfterS: this.opts.retryAfterSeconds }));
     if (input.length !== this.engine.sampleSize) {
-      return Promise.reject(new DqError('DQ_ERR_INTERNAL', `sample has ${input.length} values, engine expects ${this.engine.sampleSize}`));
+      return Promise.reject(new DqError('DQ_ERR_SERVER_INTERNAL', `sample has ${input.length} values, engine expects ${this.engine.sampleSize}`));
     }
     if (this.queue.length >= this.opts.maxQueueSize) {
       return Promise.reject(new DqError('DQ_ERR_QUEUE_FULL', `${this.queue.length} waiting`, { retryAfterS: this.opts.retryAfterSeconds }));

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import type { Config } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import { FakeEngine } from '../engine/fake-engine.js';
-import { OrtEngine } from '../engine/ort-engine.js';
+import { WorkerEngine } from '../engine/worker-engine.js';
 import { DqError } from '../errors.js';
 import { findBundles, loadBundle } from '../repository/bundle.js';
 import { ModelPipeline } from './model-pipeline.js';
@@ -91,10 +91,12 @@ export async function loadRegistry(config: Config, log: RegistryLogger): Promise
     if (m.name !== ref.name || m.version !== ref.version) {
       throw new DqError('DQ_ERR_BUNDLE_INVALID', `${ref.dir} holds ${m.name} version ${m.version}`);
     }
-    const engine: Engine = await OrtEngine.load(bundle.dir, m, {
-      intraOpNumThreads: config.intraOpNumThreads,
-      interOpNumThreads: config.interOpNumThreads,
-    });
+    const engine: Engine = await WorkerEngine.load(
+      bundle.dir,
+      m,
+      { intraOpNumThreads: config.intraOpNumThreads, interOpNumThreads: config.interOpNumThreads },
+      config.instanceCount,
+    );
     const p = new ModelPipeline(engine, pipelineOptions);
     checkClaims(p, log);
     pipelines.push(p);

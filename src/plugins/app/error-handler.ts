@@ -34,7 +34,7 @@ export function toDqError(err: unknown): DqError {
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
     return new DqError('DQ_ERR_REQUEST_INVALID', e.message, { cause: err });
   }
-  return new DqError('DQ_ERR_INTERNAL', undefined, { cause: err });
+  return new DqError('DQ_ERR_SERVER_INTERNAL', undefined, { cause: err });
 }
 
 export function sendError(reply: FastifyReply, err: DqError): FastifyReply {

@@ -1,0 +1,53 @@
+// Worker-thread host for one OrtEngine. onnxruntime-node's session.run() is synchronous on the calling
+// thread (its backend only defers it with setImmediate), so running it on the main thread would stall
+// HTTP and sharp for a whole batch. Messages: load, warmup, infer, close (see worker-engine.ts).
+import { parentPort } from 'node:worker_threads';
+import type { Manifest } from '../repository/manifest.js';
+import type { SampleOptions } from './engine.js';
+import { OrtEngine, type OrtEngineOptions } from './ort-engine.js';
+
+export type WorkerRequest =
+  | { id: number; type: 'load'; dir: string; manifest: Manifest; options: OrtEngineOptions }
+  | { id: number; type: 'warmup' }
+  | { id: number; type: 'infer'; input: Float32Array; batchSize: number; options: SampleOptions[] }
+  | { id: number; type: 'close' };
+
+export type WorkerReply = { id: number; ok: true; value?: unknown } | { id: number; ok: false; error: { message: string; code?: string } };
+
+let engine: OrtEngine | undefined;
+const port = parentPort;
+if (!port) throw new Error('ort-worker must run in a worker thread');
+
+port.on('message', (msg: WorkerRequest) => {
+  void handle(msg).then(
+    ([value, transfer]) => port.postMessage({ id: msg.id, ok: true, value } satisfies WorkerReply, transfer),
+    (err: unknown) => {
+      const e = err as { message?: string; code?: string };
+      port.postMessage({ id: msg.id, ok: false, error: { message: e?.message ?? String(err), ...(e?.code ? { code: e.code } : {}) } } satisfies WorkerReply);
+    },
+  );
+});
+
+async function handle(msg: WorkerRequest): Promise<[unknown, ArrayBuffer[]]> {
+  switch (msg.type) {
+    case 'load':
+      engine = await OrtEngine.load(msg.dir, msg.manifest, msg.options);
+      return [undefined, []];
+    case 'warmup':
+      await need().warmup();
+      return [undefined, []];
+    case 'infer': {
+      const out = await need().infer(msg.input, msg.batchSize, msg.options);
+      return [out, out.samples.map((s) => s.logits.buffer as ArrayBuffer)];
+    }
+    case 'close':
+      await engine?.close();
+      engine = undefined;
+      return [undefined, []];
+  }
+}
+
+function need(): OrtEngine {
+  if (!engine) throw new Error('engine not loaded');
+  return engine;
+}
