@@ -7,6 +7,7 @@ import type { Engine } from '../engine/engine.js';
 import { DqError } from '../errors.js';
 import { preprocess, type PreprocessLimits } from '../preprocess/preprocess.js';
 import type { Manifest } from '../repository/manifest.js';
+import { noopRecorder, type InferenceRecorder } from '../metrics/recorder.js';
 
 export interface ClassifyOptions {
   /** λ, the controller's cost knob (0 = the trained argmax). */
@@ -45,7 +46,9 @@ export interface ClassifyResult extends ClassEntry {
   readonly timing: Timing;
 }
 
-export interface PipelineOptions extends BatcherOptions, PreprocessLimits {}
+export interface PipelineOptions extends BatcherOptions, PreprocessLimits {
+  readonly recorder?: InferenceRecorder;
+}
 
 export class ModelPipeline {
   readonly name: string;
@@ -55,6 +58,7 @@ export class ModelPipeline {
   readonly cost: CostModel;
   private readonly batcher: DynamicBatcher;
   private readonly limits: PreprocessLimits;
+  private readonly recorder: InferenceRecorder;
   private warm = false;
 
   constructor(engine: Engine, options: PipelineOptions) {
@@ -65,6 +69,7 @@ export class ModelPipeline {
     this.cost = costModel(engine.manifest.layers, engine.dynamicLayers, engine.manifest.bits.reference);
     this.batcher = new DynamicBatcher(engine, options);
     this.limits = { maxInputPixels: options.maxInputPixels };
+    this.recorder = options.recorder ?? noopRecorder;
   }
 
   get dynamicLayers(): readonly string[] {
@@ -96,6 +101,17 @@ export class ModelPipeline {
 
   /** Decodes every image first (all or nothing), then queues them; results in input order. */
   async classify(images: readonly Buffer[], options: ClassifyOptions): Promise<ClassifyResult[]> {
+    try {
+      const results = await this.run(images, options);
+      for (const r of results) this.recorder.onResult(this.name, this.version, r);
+      return results;
+    } catch (err) {
+      this.recorder.onFailure(this.name, this.version, err instanceof DqError ? err.code : 'DQ_ERR_SERVER_INTERNAL');
+      throw err;
+    }
+  }
+
+  private async run(images: readonly Buffer[], options: ClassifyOptions): Promise<ClassifyResult[]> {
     if (!this.warm) throw new DqError('DQ_ERR_MODEL_NOT_READY');
     this.checkOptions(options);
     const start = performance.now();

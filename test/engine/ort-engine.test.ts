@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bitflops, referenceBitflops, uniformPlan } from '../../src/cost/bitflops.js';
 import type { SampleOptions } from '../../src/engine/engine.js';
 import { OrtEngine } from '../../src/engine/ort-engine.js';
+import { WorkerEngine } from '../../src/engine/worker-engine.js';
 import { preprocess } from '../../src/preprocess/preprocess.js';
 import { loadBundle, verifyChecksums } from '../../src/repository/bundle.js';
 import type { Manifest } from '../../src/repository/manifest.js';
@@ -117,6 +118,24 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on models/resnet20_dq/1', () => {
       const alone = (await engine.infer(x, 1, [{ knob: 0, precision: b }])).samples[0]!;
       expect(mixed.samples[i]!.bits.every((v) => v === b)).toBe(true);
       alone.logits.forEach((v, c) => expect(Math.abs(v - mixed.samples[i]!.logits[c]!)).toBeLessThan(1e-4));
+    }
+  });
+
+  it('the worker-thread engine gives the same results as the in-thread one', async () => {
+    const worker = await WorkerEngine.load(DYNAMIC_BUNDLE, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 }, 2);
+    try {
+      const chunk = inputs.slice(100, 132);
+      const batch = () => {
+        const b = new Float32Array(chunk.length * engine.sampleSize);
+        chunk.forEach((x, i) => b.set(x, i * engine.sampleSize));
+        return b;
+      };
+      const opts = chunk.map(() => dyn);
+      const [a, b] = [await engine.infer(batch(), chunk.length, opts), await worker.infer(batch(), chunk.length, opts)];
+      expect(b.samples.map((s) => s.bits)).toEqual(a.samples.map((s) => s.bits));
+      expect(b.samples.map((s) => Array.from(s.logits))).toEqual(a.samples.map((s) => Array.from(s.logits)));
+    } finally {
+      await worker.close();
     }
   });
 });
