@@ -12,7 +12,7 @@ export const ConfigSchema = Type.Object({
   host: Type.String({ default: '127.0.0.1', minLength: 1, description: 'address to listen on' }),
   port: Int(0, 65535, 8080, 'TCP port (0 = ephemeral)'),
   modelRepository: Type.String({ default: 'models', minLength: 1, description: 'folder of <model>/<version>/ bundles' }),
-  model: Type.Optional(Type.String({ minLength: 1, description: 'default model name (default: first bundle found)' })),
+  model: Type.Optional(Type.String({ minLength: 1, description: 'serve only this model (default: every model found; the first by name is the default)' })),
   engine: Type.Union([Type.Literal('ort'), Type.Literal('fake')], { default: 'ort', description: 'ort = onnxruntime-node; fake = deterministic stand-in (tests, no bundle needed)' }),
   maxBatchSize: Int(1, 1024, 32, 'largest batch the dynamic batcher forms (images)'),
   maxQueueDelayMicroseconds: Int(0, 10_000_000, 2000, 'longest a request waits for a batch to fill (µs)'),

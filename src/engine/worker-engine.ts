@@ -1,6 +1,8 @@
 // The production Engine: OrtEngine instances in worker threads (one per instance, Triton's instance_group
 // count), so inference never blocks the event loop and several batches can use several cores.
 // Each infer() goes to an idle worker (or the least busy one); inputs are transferred, not copied.
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { DqError, ERRORS, type ErrorCode } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
@@ -18,10 +20,7 @@ class WorkerHandle {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
 
   constructor() {
-    // Under tests the sources are TypeScript: load the worker through tsx.
-    const ts = import.meta.url.endsWith('.ts');
-    const url = new URL(ts ? './ort-worker.ts' : './ort-worker.js', import.meta.url);
-    this.worker = new Worker(url, ts ? { execArgv: ['--import', 'tsx'] } : {});
+    this.worker = import.meta.url.endsWith('.ts') ? tsWorker() : new Worker(new URL('./ort-worker.js', import.meta.url));
     this.worker.on('message', (reply: WorkerReply) => {
       const p = this.pending.get(reply.id);
       if (!p) return;
@@ -48,6 +47,18 @@ class WorkerHandle {
     for (const p of this.pending.values()) p.reject(new DqError('DQ_ERR_ENGINE_FAILED', (err as Error).message, { cause: err }));
     this.pending.clear();
   }
+}
+
+/**
+ * Under vitest/tsx the sources are TypeScript, and a worker does not inherit the parent's loader:
+ * register tsx's ESM hooks inside the worker, then import the .ts worker module.
+ */
+function tsWorker(): Worker {
+  // tsx/esm/api resolves to its CommonJS build under require(); its ESM build sits beside it.
+  const api = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
+  const target = new URL('./ort-worker.ts', import.meta.url).href;
+  const code = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(target)}); });`;
+  return new Worker(code, { eval: true });
 }
 
 export class WorkerEngine implements Engine {
