@@ -54,8 +54,8 @@ class ActQuant(nn.Module):
     """Activation quantizer shared by every candidate bit-width of one layer.
 
     kind 'dorefa': clamp to [0, 1]. kind 'pact': clamp to [0, alpha], alpha learned (PACT), one per layer.
-    The PACT clip is written as alpha * quantize_unit(clip/alpha) so that, with the STE, alpha's gradient is
-    1 where x >= alpha and 0 elsewhere, as in PACT.
+    The whole rounding step is straight-through, so alpha's gradient is 1 where x >= alpha and 0 elsewhere,
+    exactly PACT's (no quantization-error term as in LSQ).
     """
 
     def __init__(self, kind: str = "dorefa", pact_init: float = 6.0):
@@ -73,4 +73,5 @@ class ActQuant(nn.Module):
             return quantize_unit(torch.clamp(x, 0, 1), bits)
         a = self.alpha
         clipped = 0.5 * (x.abs() - (x - a).abs() + a)
-        return a * quantize_unit(clipped / a, bits)
+        c, ad = clipped.detach(), a.detach()
+        return clipped + (ad * quantize_unit(c / ad, bits) - c)

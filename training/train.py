@@ -199,7 +199,8 @@ def train(cfg: TrainConfig) -> Path:
                            test_cost_ratio=ev["cost_ratio"])
             log.write(json.dumps(rec) + "\n")
             log.flush()
-            tqdm.write(json.dumps(rec)) if cfg.progress else None
+            if cfg.progress:
+                tqdm.write(json.dumps(rec))
             save_checkpoint(last, model, opt, epoch + 1, cfg)
     if main:
         save_checkpoint(out / "model.pt", model, None, cfg.epochs, cfg)
