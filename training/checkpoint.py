@@ -20,7 +20,7 @@ def _read(path, device="cpu"):
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(p, map_location=device)
+        return torch.load(p, map_location=device, weights_only=False)  # our own files; torch 1.13 cannot read plain dicts with True
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise ValueError(f"{path} is not a dqserve checkpoint ({e})") from e
 

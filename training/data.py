@@ -187,12 +187,14 @@ def load_split(root: str, split: str) -> Split:
         key = hashlib.sha256(tar.read_bytes()).hexdigest()[:32]
         cache = _cache_dir() / f"{split}-{key}-v{CACHE_VERSION}.pt"
         if cache.is_file():
-            d = torch.load(cache)
+            d = torch.load(cache, weights_only=False)  # our own files; torch 1.13 cannot read plain dicts with True
             return Split(d["images"], d["labels"], d["classes"], d["names"], d["fingerprint"], d["layout"])
         s = _load_tar(tar, classes)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(s.__dict__, cache)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(s.__dict__, tmp)
+            os.replace(tmp, cache)  # atomic: parallel trainings may decode and cache at once
         except OSError:
             pass  # a read-only home only costs the decode next time
         return s

@@ -137,7 +137,7 @@ def train(cfg: TrainConfig) -> Path:
     start_epoch, state = 0, None
     last = out / "last.pt"
     if last.is_file():
-        state = torch.load(last, map_location=device)
+        state = torch.load(last, map_location=device, weights_only=False)  # our own files; torch 1.13 cannot read plain dicts with True
         model.load_state_dict(state["model"])
         start_epoch = state["epoch"]
     elif cfg.init:
