@@ -1,0 +1,41 @@
+// The dqserve CLI as a user runs it (through tsx, so no build is needed).
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { DYNAMIC_BUNDLE, hasDynamicBundle, PHOTOS_DIR, REPO_ROOT } from './helpers/paths.js';
+
+const run = (...args: string[]) => promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: REPO_ROOT });
+
+describe('dqserve CLI', () => {
+  it('--help lists the commands', async () => {
+    const { stdout } = await run('--help');
+    expect(stdout).toMatch(/serve/);
+    expect(stdout).toMatch(/classify/);
+    expect(stdout).toMatch(/inspect/);
+  });
+
+  it('classify prints one JSON object per file, and an error object for a bad file', async () => {
+    const out = await run('classify', '--engine', 'fake', join(PHOTOS_DIR, 'rocket.jpg'), join(REPO_ROOT, 'package.json')).catch((e: { stdout: string }) => e);
+    const lines = out.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[0]).toMatchObject({ model: 'fake_dq', label: expect.any(String), bitflops: expect.any(Number) });
+    expect(lines[1]).toMatchObject({ code: 'DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT' });
+  });
+
+  it('an invalid setting exits 1 with DQ_ERR_CONFIG_INVALID', async () => {
+    const err = (await run('serve', '--port', 'nope').catch((e: unknown) => e)) as { code: number; stderr: string };
+    expect(err.code).toBe(1);
+    expect(err.stderr).toMatch(/DQ_ERR_CONFIG_INVALID/);
+  });
+
+  it.skipIf(!hasDynamicBundle)('inspect shows layers, Bit-FLOPs and the calibration table', async () => {
+    const { stdout } = await run('inspect', DYNAMIC_BUNDLE);
+    expect(stdout).toMatch(/resnet20_dq v1 \(dynamic\)/);
+    expect(stdout).toMatch(/checksums verified/);
+    expect(stdout).toMatch(/layer3\.2\.conv2\s+dynamic/);
+    expect(stdout).toMatch(/knob\s+accuracy/);
+    const { stdout: json } = await run('inspect', DYNAMIC_BUNDLE, '--json');
+    const s = JSON.parse(json) as { bitflops: { manifest: { reference: number }; recomputed_reference: number } };
+    expect(s.bitflops.recomputed_reference).toBe(s.bitflops.manifest.reference);
+  });
+});
