@@ -122,7 +122,7 @@ def cmd_export(a) -> int:
     model, tc = load_model(a.checkpoint)
     test = load_split(a.data, "test").subset(a.limit)
     out = Path(a.out) / a.name / str(a.version)
-    ev = export_bundle(model, tc, test, out, a.name, a.version, force=a.force)
+    ev = export_bundle(model, tc, test, out, a.name, a.version, force=a.force, kernel=a.kernel)
     print(json.dumps({"bundle": str(out), "top1": ev["top1"], "bitflops_mean": ev["bitflops"]["mean"]}))
     return 0
 
@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--name", required=True, help="bundle name, e.g. resnet20_dq")
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--kernel", default="float", choices=["float", "integer"],
+                   help="quantized convs as float Conv on integer values (exact, fast in onnxruntime) or ConvInteger")
     a = ap.parse_args(argv)
     import torch
 

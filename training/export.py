@@ -78,7 +78,8 @@ def build_manifest(model, tc: Dict, table: List[Dict], ev: Dict, test: Split, na
     return manifest
 
 
-def export_bundle(model, tc: Dict, test: Split, out: Path, name: str, version: int, force: bool = False) -> Dict:
+def export_bundle(model, tc: Dict, test: Split, out: Path, name: str, version: int, force: bool = False,
+                  kernel: str = "float") -> Dict:
     out = Path(out)
     if out.exists():
         if not force:
@@ -90,7 +91,7 @@ def export_bundle(model, tc: Dict, test: Split, out: Path, name: str, version: i
     model.eval()
     dynamic = model.precision.mode == "dynamic"
     bits_list = list(model.cfg.candidates) if dynamic else [model.precision.static_bits or FP_BITS]
-    onnx.save(stem_graph(model, input_size), out / "stem.onnx")
+    onnx.save(stem_graph(model, input_size, kernel), out / "stem.onnx")
     steps, prev, li = [], "features", 0
     for s, stage in enumerate(model.stages[1:], start=2):
         for i, block in enumerate(stage):
@@ -100,7 +101,7 @@ def export_bundle(model, tc: Dict, test: Split, out: Path, name: str, version: i
                 files = {}
                 for b in bits_list:
                     rel = f"steps/{layer}.b{b}.onnx"
-                    onnx.save(step_graph(model, block, which, b), out / rel)
+                    onnx.save(step_graph(model, block, which, b, kernel), out / rel)
                     files[str(b)] = rel
                 inputs = {"x": prev} if which == "conv1" else {"x": prev, "residual": block_input}
                 if which == "conv1":
@@ -118,6 +119,7 @@ def export_bundle(model, tc: Dict, test: Split, out: Path, name: str, version: i
                  "logits_first": np.round(per["logits"][:REFERENCE_LOGITS], 6).tolist()}
     (out / "reference.json").write_text(json.dumps(reference, separators=(",", ":")))
     manifest = build_manifest(model, tc, table, ev, test, name, version, graph)
+    manifest["bits"]["conv_kernel"] = kernel
     manifest["files"] = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return ev

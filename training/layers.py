@@ -75,23 +75,30 @@ class QConv2d(nn.Conv2d, _Quantized):
         xq, wq = self.quantized_operands(x, bits)
         return F.conv2d(xq, wq, None, self.stride, self.padding)
 
-    def forward(self, x, choice: Optional[torch.Tensor] = None):
+    def forward(self, x, choice: Optional[torch.Tensor] = None, bn: Optional[nn.BatchNorm2d] = None):
         """choice: None (fixed/static), a float one-hot (N, K) in training (every candidate computed and
         mixed so the controller gets a gradient), or candidate indices (N,) at evaluation (only each
-        sample's chosen bit-width is computed)."""
+        sample's chosen bit-width is computed). bn: at evaluation, the following BatchNorm, folded in
+        with the deployment arithmetic (deploy.py) so that evaluation is what the bundle computes."""
+        if bn is not None:
+            from . import deploy
+
+            run = lambda x, b: deploy.run(deploy.fold(self, bn, b), self, x)  # noqa: E731
+        else:
+            run = self.run
         if self.kind != "dynamic" or self.precision.mode != "dynamic":
-            return self.run(x, self.static_bits())
+            return run(x, self.static_bits())
         if choice is None:
             raise RuntimeError("dynamic layer needs a choice in dynamic mode")
         if choice.dtype.is_floating_point:
             out = 0
             for k, b in enumerate(self.candidates):
-                out = out + choice[:, k, None, None, None] * self.run(x, b)
+                out = out + choice[:, k, None, None, None] * run(x, b)
             return out
         out = None
         for k in torch.unique(choice).tolist():
             idx = (choice == k).nonzero(as_tuple=True)[0]
-            y = self.run(x[idx], self.candidates[k])
+            y = run(x[idx], self.candidates[k])
             if out is None:
                 out = y.new_empty((x.shape[0],) + y.shape[1:])
             out[idx] = y
@@ -104,5 +111,10 @@ class QLinear(nn.Linear, _Quantized):
         self._setup(kind, bits, (), act, pact_init, True)
 
     def forward(self, x):
-        xq, wq = self.quantized_operands(x, self.static_bits())
+        bits = self.static_bits()
+        if not self.training and bits < FP_BITS:
+            from . import deploy  # evaluation: the exported head's arithmetic
+
+            return F.linear(deploy.fake_quant(x, self.act.clip_value(), bits), dorefa_weight(self.weight, bits), self.bias)
+        xq, wq = self.quantized_operands(x, bits)
         return F.linear(xq, wq, self.bias)

@@ -11,7 +11,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from .layers import FP_BITS
-from .quant import dorefa_weight, dorefa_weight_int, levels
+from . import deploy
+from .quant import dorefa_weight, levels
 
 OPSET = 13
 F32 = TensorProto.FLOAT
@@ -46,46 +47,31 @@ class Graph:
         return m
 
 
-def _bn_fold(bn) -> (np.ndarray, np.ndarray):
-    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double()
-    bias = (bn.bias.detach().double() - bn.running_mean.double() * scale)
-    return scale.numpy(), bias.numpy()
+KERNELS = ("float", "integer")
 
 
-def _act_clip(layer) -> float:
-    return layer.act.clip_value() if layer.act is not None else 1.0
-
-
-def conv_bn(g: Graph, x: str, conv, bn, bits: int) -> str:
-    """bn(conv(Q_b(x), Q_b(W))) as ONNX nodes. Returns the output name (no activation)."""
-    scale, bias = _bn_fold(bn)
-    pads = [conv.padding[0], conv.padding[1]] * 2
-    attrs = dict(kernel_shape=list(conv.kernel_size), strides=list(conv.stride), pads=pads)
+def conv_bn(g: Graph, x: str, conv, bn, bits: int, kernel: str = "float") -> str:
+    """bn(conv(Q_b(x), Q_b(W))) with the deployment arithmetic of deploy.py, op for op. Returns the output
+    name (no activation). kernel 'integer' runs exact layers as ConvInteger (uint8 x int8 -> int32);
+    'float' as a float Conv on the same integer values, which is exact too and much faster in onnxruntime
+    (docs/performance.md)."""
+    f = deploy.fold(conv, bn, bits)
+    attrs = dict(kernel_shape=list(conv.kernel_size), strides=list(conv.stride), pads=[conv.padding[0], conv.padding[1]] * 2)
     cout = conv.out_channels
-    if bits >= FP_BITS or (bits == 8 or conv.act is None):
-        # Float conv: full precision, or weights that do not fit int8 (8-bit DoReFa), or an unquantized input.
-        w = conv.weight.detach() if bits >= FP_BITS else dorefa_weight(conv.weight.detach(), bits)
-        if bits < FP_BITS and conv.act is not None:
-            x = fake_quant(g, x, bits, _act_clip(conv))
-        wf = (w.double().numpy() * scale[:, None, None, None]).astype(np.float32)
-        return g.op("Conv", [x, g.const(wf, "w"), g.const(bias.astype(np.float32), "b")], **attrs)
-    n = levels(bits)
-    clip = _act_clip(conv)
-    xc = g.op("Clip", [x, g.const(np.array(0, np.float32), "zero"), g.const(np.array(clip, np.float32), "clip")])
-    xq = g.op("QuantizeLinear", [xc, g.const(np.array(clip / n, np.float32), "sa"), g.const(np.array(0, np.uint8), "za")])
-    wi = dorefa_weight_int(conv.weight.detach(), bits).numpy().astype(np.int8)
-    acc = g.op("ConvInteger", [xq, g.const(wi, "wq")], **attrs)
-    accf = g.op("Cast", [acc], to=F32)
-    mul = (scale * (np.float32(clip / n)) / n).astype(np.float32).reshape(1, cout, 1, 1)
-    y = g.op("Mul", [accf, g.const(mul, "scale")])
-    return g.op("Add", [y, g.const(bias.astype(np.float32).reshape(1, cout, 1, 1), "bias")])
-
-
-def fake_quant(g: Graph, x: str, bits: int, clip: float) -> str:
-    n = levels(bits)
-    xc = g.op("Clip", [x, g.const(np.array(0, np.float32), "zero"), g.const(np.array(clip, np.float32), "clip")])
-    s, z = g.const(np.array(clip / n, np.float32), "sa"), g.const(np.array(0, np.uint8), "za")
-    return g.op("DequantizeLinear", [g.op("QuantizeLinear", [xc, s, z]), s, z])
+    if f.clip is not None:
+        x = g.op("Clip", [x, g.const(np.array(0, np.float32), "zero"), g.const(f.clip.numpy(), "clip")])
+        x = g.op("Round", [g.op("Mul", [x, g.const(f.rate.numpy(), "rate")])])
+    if f.mul is None:
+        return g.op("Conv", [x, g.const(f.weight.numpy(), "w"), g.const(f.bias.numpy(), "b")], **attrs)
+    if kernel == "integer":
+        q = g.op("Cast", [x], to=TensorProto.UINT8)
+        acc = g.op("Cast", [g.op("ConvInteger", [q, g.const(f.weight.numpy().astype(np.int8), "wq")], **attrs)], to=F32)
+    else:
+        # Round is a no-op on the exact integer sums; it stops onnxruntime's Conv+Mul fusion from folding the
+        # float scale into the integer weights, which would make the accumulation inexact.
+        acc = g.op("Round", [g.op("Conv", [x, g.const(f.weight.numpy(), "wq")], **attrs)])
+    y = g.op("Mul", [acc, g.const(f.mul.numpy().reshape(1, cout, 1, 1), "mul")])
+    return g.op("Add", [y, g.const(f.bias.numpy().reshape(1, cout, 1, 1), "bias")])
 
 
 def _bits_of(layer, model) -> int:
@@ -94,28 +80,28 @@ def _bits_of(layer, model) -> int:
     return layer.bits
 
 
-def block_fixed(g: Graph, x: str, block, model) -> str:
-    h = g.op("Relu", [conv_bn(g, x, block.conv1, block.bn1, _bits_of(block.conv1, model))])
-    return block_tail(g, h, x, block, _bits_of(block.conv2, model), model)
+def block_fixed(g: Graph, x: str, block, model, kernel: str) -> str:
+    h = g.op("Relu", [conv_bn(g, x, block.conv1, block.bn1, _bits_of(block.conv1, model), kernel)])
+    return block_tail(g, h, x, block, _bits_of(block.conv2, model), model, kernel)
 
 
-def block_tail(g: Graph, h: str, residual: str, block, bits: int, model, out: Optional[str] = None) -> str:
-    y = conv_bn(g, h, block.conv2, block.bn2, bits)
+def block_tail(g: Graph, h: str, residual: str, block, bits: int, model, kernel: str, out: Optional[str] = None) -> str:
+    y = conv_bn(g, h, block.conv2, block.bn2, bits, kernel)
     if block.shortcut is not None:
         sc_conv, sc_bn = block.shortcut[0], block.shortcut[1]
-        residual = conv_bn(g, residual, sc_conv, sc_bn, _bits_of(sc_conv, model))
+        residual = conv_bn(g, residual, sc_conv, sc_bn, _bits_of(sc_conv, model), kernel)
     return g.op("Relu", [g.op("Add", [y, residual])], out=out)
 
 
 @torch.no_grad()
-def stem_graph(model, input_size) -> onnx.ModelProto:
+def stem_graph(model, input_size, kernel: str = "float") -> onnx.ModelProto:
     g = Graph("stem")
-    x = conv_bn(g, "image", model.stem, model.stem_bn, _bits_of(model.stem, model))
+    x = conv_bn(g, "image", model.stem, model.stem_bn, _bits_of(model.stem, model), kernel)
     x = g.op("Relu", [x])
     if model.maxpool is not None:
         x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     for block in model.stages[0]:
-        x = block_fixed(g, x, block, model)
+        x = block_fixed(g, x, block, model, kernel)
     g.op("Identity", [x], out="features")
     outputs = {"features": ["N", None, None, None]}
     c = model.controller
@@ -133,12 +119,12 @@ def stem_graph(model, input_size) -> onnx.ModelProto:
 
 
 @torch.no_grad()
-def step_graph(model, block, which: str, bits: int) -> onnx.ModelProto:
+def step_graph(model, block, which: str, bits: int, kernel: str = "float") -> onnx.ModelProto:
     g = Graph(f"step_{which}_b{bits}")
     if which == "conv1":
-        g.op("Relu", [conv_bn(g, "x", block.conv1, block.bn1, bits)], out="y")
+        g.op("Relu", [conv_bn(g, "x", block.conv1, block.bn1, bits, kernel)], out="y")
         return g.model({"x": ["N", None, None, None]}, {"y": ["N", None, None, None]})
-    block_tail(g, "x", "residual", block, bits, model, out="y")
+    block_tail(g, "x", "residual", block, bits, model, kernel, out="y")
     return g.model({"x": ["N", None, None, None], "residual": ["N", None, None, None]}, {"y": ["N", None, None, None]})
 
 
@@ -149,8 +135,11 @@ def head_graph(model) -> onnx.ModelProto:
     fc = model.fc
     bits = _bits_of(fc, model)
     w = fc.weight.detach()
-    if bits < FP_BITS:
-        h = fake_quant(g, h, bits, _act_clip(fc))
+    if bits < FP_BITS:  # deploy.fake_quant, op for op
+        clip = float(deploy._f32(fc.act.clip_value()))
+        rate = g.const(deploy._f32(levels(bits) / fc.act.clip_value()).numpy(), "rate")
+        h = g.op("Clip", [h, g.const(np.array(0, np.float32), "zero"), g.const(np.array(clip, np.float32), "clip")])
+        h = g.op("Div", [g.op("Round", [g.op("Mul", [h, rate])]), rate])
         w = dorefa_weight(w, bits)
     g.op("Gemm", [h, g.const(w.numpy(), "w"), g.const(fc.bias.detach().numpy(), "b")], out="logits", transB=1)
     return g.model({"x": ["N", None, None, None]}, {"logits": ["N", fc.out_features]})

@@ -37,6 +37,13 @@ class ModelConfig:
         return asdict(self)
 
 
+def conv_bn(conv: QConv2d, bn: nn.BatchNorm2d, x, choice=None):
+    """Training: conv then BN (batch statistics). Evaluation: BN folded into the conv, as exported."""
+    if conv.training:
+        return bn(conv(x, choice))
+    return conv(x, choice, bn=bn)
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin, cout, stride, main_kind, cfg: ModelConfig):
         super().__init__()
@@ -50,9 +57,10 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(QConv2d(cin, cout, 1, stride, 0, kind="fixed", **q), nn.BatchNorm2d(cout))
 
     def forward(self, x, c1=None, c2=None):
-        h = F.relu(self.bn1(self.conv1(x, c1)))
-        y = self.bn2(self.conv2(h, c2))
-        return F.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+        h = F.relu(conv_bn(self.conv1, self.bn1, x, c1))
+        y = conv_bn(self.conv2, self.bn2, h, c2)
+        sc = x if self.shortcut is None else conv_bn(self.shortcut[0], self.shortcut[1], x)
+        return F.relu(y + sc)
 
 
 class DQResNet(nn.Module):
@@ -116,7 +124,7 @@ class DQResNet(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------
     def stem_forward(self, x):
-        x = F.relu(self.stem_bn(self.stem(x)))
+        x = F.relu(conv_bn(self.stem, self.stem_bn, x))
         if self.maxpool is not None:
             x = self.maxpool(x)
         return self.stages[0](x)

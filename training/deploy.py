@@ -1,0 +1,73 @@
+"""Deployment arithmetic: a quantized conv with its BatchNorm folded, exactly as the exported ONNX computes it.
+
+Evaluation runs this same arithmetic (not conv-then-BN), so PyTorch's evaluation and onnxruntime agree to the
+bit wherever the maths is exact:
+  q = round(clamp(x, 0, clip) * rate)            integer levels 0..2^b-1 (rate = (2^b-1)/clip, float32)
+  acc = conv(q, m)                                m = DoReFa's integer numerators; every partial sum is an
+                                                  integer below 2^24, so a float32 conv is exact in any order
+  y = acc * mul + bias                            BN folded into one float32 scale and bias per channel
+Full-precision layers (and 8-bit ones, whose numerators reach +-255) stay float convs on folded weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .layers import FP_BITS
+from .quant import dorefa_weight, dorefa_weight_int, levels
+
+
+@dataclass
+class Folded:
+    weight: torch.Tensor  # float32: integer numerators (exact path) or folded float weights
+    bias: torch.Tensor  # (C,) float32
+    mul: Optional[torch.Tensor]  # (C,) float32, exact path only
+    clip: Optional[torch.Tensor]  # float32 scalar: input clip; None = input not quantized
+    rate: Optional[torch.Tensor]  # float32 scalar: levels / clip
+    exact: bool  # integer operands: float32 accumulation is exact (b <= 7)
+
+
+def _f32(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float64).to(torch.float32)
+
+
+@torch.no_grad()
+def fold(conv, bn, bits: int) -> Folded:
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    bias = _f32(bn.bias.double() - bn.running_mean.double() * scale)
+    w = conv.weight.detach()
+    if bits >= FP_BITS:
+        return Folded(_f32(w.double() * scale[:, None, None, None]), bias, None, None, None, False)
+    n = levels(bits)
+    if conv.act is None:  # an 8-bit stem: the normalised 8-bit image is its input, weights quantized only
+        return Folded(_f32(dorefa_weight(w, bits).double() * scale[:, None, None, None]), bias, None, None, None, False)
+    clip = float(conv.act.clip_value())
+    rate = _f32(n / clip)
+    if bits >= 8:  # numerators up to +-255: products no longer sum exactly in float32
+        wf = dorefa_weight(w, bits).double() * scale[:, None, None, None] / float(rate)
+        return Folded(_f32(wf), bias, None, _f32(clip), rate, False)
+    mul = _f32(scale / (float(rate) * n))
+    return Folded(dorefa_weight_int(w, bits).to(torch.float32), bias, mul, _f32(clip), rate, True)
+
+
+def quantize_levels(x: torch.Tensor, f: Folded) -> torch.Tensor:
+    return torch.round(torch.clamp(x, min=0.0, max=f.clip.item()) * f.rate.to(x))
+
+
+def run(f: Folded, conv, x: torch.Tensor) -> torch.Tensor:
+    if f.clip is not None:
+        x = quantize_levels(x, f)
+    w = f.weight.to(x)
+    if f.mul is None:
+        return F.conv2d(x, w, f.bias.to(x), conv.stride, conv.padding)
+    acc = F.conv2d(x, w, None, conv.stride, conv.padding)
+    return acc * f.mul.to(x).view(1, -1, 1, 1) + f.bias.to(x).view(1, -1, 1, 1)
+
+
+def fake_quant(x: torch.Tensor, clip: float, bits: int) -> torch.Tensor:
+    """The classifier's quantized input (8-bit first/last option): levels, then back to floats."""
+    rate = _f32(levels(bits) / clip)
+    return torch.round(torch.clamp(x, min=0.0, max=float(_f32(clip))) * rate.to(x)) / rate.to(x)
