@@ -87,7 +87,19 @@ program
     console.log(await inspectBundle(dir, { json: opts.json ?? false, verifyChecksums: opts.verifyChecksums }));
   });
 
+program
+  .command('verify')
+  .description("check a bundle against PyTorch's evaluation (reference.json): same bits and top-1 on >= 99.9% of images")
+  .argument('<bundle>', 'bundle folder (models/<name>/<version>)')
+  .option('--data <dir>', 'data set folder holding the test split (test.tar.gz, test/ or test_batch.bin)', '../shared/data/cifar10')
+  .action(async (dir: string, opts: { data: string }) => {
+    const { verifyBundle } = await import('./repository/verify.js');
+    const report = await verifyBundle(dir, opts.data);
+    console.log(JSON.stringify(report));
+    if (report.bits_agree < 0.999 || report.top1_agree < 0.999) process.exitCode = 1;
+  });
+
 program.parseAsync(process.argv).catch((err: unknown) => {
-  console.error(isDqError(err) ? `${err.code}: ${err.message}` : err);
+  console.error(isDqError(err) ? `${err.code}: ${err.message}` : `error: ${err instanceof Error ? err.message : String(err)}`);
   process.exit(1);
 });

@@ -1,7 +1,6 @@
-// CIFAR-10 test JPEGs read straight out of test.tar.gz with tar-stream (no unpacking).
-import { createReadStream } from 'node:fs';
-import { createGunzip } from 'node:zlib';
-import { extract } from 'tar-stream';
+// CIFAR-10 test JPEGs straight out of ../shared/data/cifar10/test.tar.gz, through the server's own reader.
+import { dirname } from 'node:path';
+import { readTestSet } from '../../src/repository/test-set.js';
 import { CIFAR_TEST_TAR } from './paths.js';
 
 export interface CifarImage {
@@ -15,23 +14,9 @@ let cache: Promise<CifarImage[]> | undefined;
 
 /** All 10,000 test images, sorted by key. */
 export function cifarTest(): Promise<CifarImage[]> {
-  cache ??= new Promise<CifarImage[]>((resolve, reject) => {
-    const out: CifarImage[] = [];
-    const ex = extract();
-    ex.on('entry', (header, stream, next) => {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
-      stream.on('end', () => {
-        const m = /^(?:\.\/)?test\/([^/]+)\/([^/]+\.jpe?g)$/.exec(header.name);
-        if (header.type === 'file' && m) out.push({ key: `${m[1]}/${m[2]}`, label: m[1] as string, bytes: Buffer.concat(chunks) });
-        next();
-      });
-      stream.resume();
-    });
-    ex.on('finish', () => resolve(out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))));
-    ex.on('error', reject);
-    createReadStream(CIFAR_TEST_TAR).on('error', reject).pipe(createGunzip()).on('error', reject).pipe(ex);
-  });
+  cache ??= readTestSet(dirname(CIFAR_TEST_TAR)).then((all) =>
+    all.map((i) => ({ key: i.key, label: i.key.split('/')[0] as string, bytes: i.bytes as Buffer })),
+  );
   return cache;
 }
 
