@@ -16,6 +16,8 @@ export interface TestImage {
   readonly bytes?: Buffer;
   /** ... or the decoded pixels (CIFAR binary records are raw RGB planes). */
   readonly rgb?: Rgb8;
+  /** The class index a binary record carries; image layouts name the class by folder instead. */
+  readonly label?: number;
 }
 
 function tarImages(path: string): Promise<TestImage[]> {
@@ -60,7 +62,7 @@ async function binaryImages(path: string): Promise<TestImage[]> {
     const planes = raw.subarray(i * rec + 1, (i + 1) * rec);
     const data = Buffer.alloc(3 * 1024);
     for (let p = 0; p < 1024; p++) for (let c = 0; c < 3; c++) data[p * 3 + c] = planes[c * 1024 + p] as number;
-    out.push({ key: `test_batch.bin#${i}`, rgb: { data, width: 32, height: 32 } });
+    out.push({ key: `test_batch.bin#${i}`, rgb: { data, width: 32, height: 32 }, label: raw[i * rec] as number });
   }
   return out;
 }

@@ -33,7 +33,6 @@ export async function verifyBundle(dir: string, dataDir: string, batch = 64): Pr
   const byKey = new Map((await readTestSet(dataDir)).map((i) => [i.key, i]));
   const engine = await OrtEngine.load(dir, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 });
   const cands = manifest.bits.candidates;
-  const labelOf = (key: string) => manifest.classes.indexOf(key.split('/')[0] ?? '');
   let bits = 0, top1 = 0, within = 0, maxDiff = 0, correct = 0, correctRef = 0, labelled = 0;
   try {
     for (let start = 0; start < ref.order.length; start += batch) {
@@ -46,6 +45,7 @@ export async function verifyBundle(dir: string, dataDir: string, batch = 64): Pr
           : await preprocess(img.bytes as Buffer, manifest.input, { maxInputPixels: 1e8 });
         input.set(x, i * engine.sampleSize);
       }
+      const labels = keys.map((k) => byKey.get(k)?.label ?? manifest.classes.indexOf(k.split('/')[0] ?? ''));
       const out = await engine.infer(input, keys.length, keys.map(() => ({ knob: 0, precision: null })));
       out.samples.forEach((s, i) => {
         const n = start + i;
@@ -53,7 +53,7 @@ export async function verifyBundle(dir: string, dataDir: string, batch = 64): Pr
         const refBits = [...(ref.bits[n] ?? '')].map((c) => cands[Number(c)]);
         if (refBits.join() === s.bits.join()) bits++;
         if (arg === ref.top1[n]) top1++;
-        const label = labelOf(keys[i] as string);
+        const label = labels[i] as number;
         if (label >= 0) {
           labelled++;
           if (arg === label) correct++;

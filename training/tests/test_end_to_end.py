@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import onnx
+import onnx.numpy_helper
 import pytest
 
 from .conftest import ROOT
@@ -54,10 +55,22 @@ def test_evaluate_writes_report_and_plots(trained, small_binary):
         assert (out / f"{png}.png").stat().st_size > 1000
 
 
-def test_export_bundle_and_parity_through_onnxruntime_node(trained, small_binary):
-    repo = trained / "models"
-    r = run("export", "--checkpoint", str(trained / "dq" / "model.pt"), "--data", str(small_binary), "--out", str(repo),
-            "--name", "tiny_dq")
+def _verify(bundle, data):
+    node = shutil.which("node")
+    cli = ROOT / "dist" / "cli.js"
+    if node is None or not cli.is_file():
+        pytest.fail("parity needs node and the built server (npm ci)")
+    v = subprocess.run([node, str(cli), "verify", str(bundle), "--data", str(data)], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    return json.loads(v.stdout)
+
+
+@pytest.mark.parametrize("kernel", ["float", "integer"])
+def test_export_bundle_and_parity_through_onnxruntime_node(trained, small_binary, kernel):
+    repo = trained / f"models-{kernel}"
+    run("export", "--checkpoint", str(trained / "dq" / "model.pt"), "--data", str(small_binary), "--out", str(repo),
+        "--name", "tiny_dq", "--kernel", kernel)
     bundle = repo / "tiny_dq" / "1"
     m = json.loads((bundle / "manifest.json").read_text())
     assert m["format"] == "dqserve-bundle" and m["kind"] == "dynamic" and m["bits"]["candidates"] == [3, 4, 5]
@@ -66,22 +79,22 @@ def test_export_bundle_and_parity_through_onnxruntime_node(trained, small_binary
     for f in m["files"]:
         if f.endswith(".onnx"):
             onnx.checker.check_model(onnx.load(bundle / f))
-    ops = {n.op_type for n in onnx.load(bundle / m["graph"]["steps"][0]["files"]["4"]).graph.node}
-    assert "ConvInteger" in ops  # quantized layers use integer kernels
-    node = shutil.which("node")
-    cli = ROOT / "dist" / "cli.js"
-    if node is None or not cli.is_file():
-        pytest.fail("parity needs node and the built server (npm ci)")
-    v = subprocess.run([node, str(cli), "verify", str(bundle), "--data", str(small_binary)], cwd=ROOT,
-                       capture_output=True, text=True)
-    assert v.returncode == 0, v.stdout + v.stderr
-    res = json.loads(v.stdout)
+    g = onnx.load(bundle / m["graph"]["steps"][0]["files"]["4"]).graph
+    if kernel == "integer":
+        assert "ConvInteger" in {n.op_type for n in g.node}
+    else:  # float Conv on integer levels and integer weights: exact float32 sums
+        conv = next(n for n in g.node if n.op_type == "Conv")
+        w = onnx.numpy_helper.to_array(next(i for i in g.initializer if i.name == conv.input[1]))
+        assert (w == w.round()).all() and abs(w).max() <= 15
+    res = _verify(bundle, small_binary)
     assert res["images"] == 400 and res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999
+    assert res["logits_max_abs_diff"] < 0.05 and res["logits_within_1e4"] >= 0.95
+    assert res["accuracy_engine"] == pytest.approx(m["metrics"]["top1"], abs=0.005)
 
 
 def test_export_refuses_to_overwrite(trained, small_binary):
     r = subprocess.run([PY, "-m", "training", "export", "--checkpoint", str(trained / "dq" / "model.pt"), "--data",
-                        str(small_binary), "--out", str(trained / "models"), "--name", "tiny_dq"], cwd=ROOT,
+                        str(small_binary), "--out", str(trained / "models-float"), "--name", "tiny_dq"], cwd=ROOT,
                        capture_output=True, text=True)
     if r.returncode == 0:  # first export happened in another test order; the second must refuse
         r = subprocess.run(r.args, cwd=ROOT, capture_output=True, text=True)
