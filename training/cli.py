@@ -120,6 +120,11 @@ def cmd_export(a) -> int:
     if a.version < 1:
         raise UsageError("--version must be a positive integer")
     model, tc = load_model(a.checkpoint)
+    if a.static_bits is not None:  # the same weights with every dynamic layer at one bit-width (A/B twin)
+        if a.static_bits not in model.cfg.candidates and model.precision.mode == "dynamic":
+            raise UsageError(f"--static-bits {a.static_bits} is not a candidate {model.cfg.candidates}")
+        model.set_precision("static", a.static_bits)
+        tc = dict(tc, exported_as=f"static {a.static_bits}-bit twin of a {tc['precision']} checkpoint")
     test = load_split(a.data, "test").subset(a.limit)
     out = Path(a.out) / a.name / str(a.version)
     ev = export_bundle(model, tc, test, out, a.name, a.version, force=a.force, kernel=a.kernel)
@@ -145,6 +150,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", required=True, help="bundle name, e.g. resnet20_dq")
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--static-bits", type=int, help="export a dynamic checkpoint with every dynamic layer at these bits")
     p.add_argument("--kernel", default="float", choices=["float", "integer"],
                    help="quantized convs as float Conv on integer values (exact, fast in onnxruntime) or ConvInteger")
     a = ap.parse_args(argv)
