@@ -6,6 +6,8 @@ import { DqError } from './errors.js';
 import type { ModelRegistry } from './pipeline/model-registry.js';
 import { installErrorHandlers, sendError } from './plugins/app/error-handler.js';
 import { registerSwagger } from './plugins/external/swagger.js';
+import type { PrometheusRecorder } from './metrics/prometheus-recorder.js';
+import { metricsRoutes } from './routes/metrics/metrics.js';
 import { classifyRoutes } from './routes/v1/classify.js';
 import { healthRoutes } from './routes/v2/health.js';
 import { modelRoutes } from './routes/v2/models.js';
@@ -20,12 +22,15 @@ export interface AppState {
 export interface AppDeps {
   readonly registry: ModelRegistry;
   readonly state?: AppState;
+  /** Serves GET /metrics and the stats routes; without it both answer 404 DQ_ERR_ROUTE_NOT_FOUND. */
+  readonly recorder?: PrometheusRecorder;
 }
 
 export interface RouteContext {
   readonly config: Config;
   readonly registry: ModelRegistry;
   readonly state: AppState;
+  readonly recorder: PrometheusRecorder | null;
 }
 
 export async function buildApp(config: Config, deps: AppDeps, logger: FastifyServerOptions['loggerInstance'] | boolean = false): Promise<FastifyInstance> {
@@ -44,7 +49,7 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
   }) as unknown as FastifyInstance;
 
-  const ctx: RouteContext = { config, registry: deps.registry, state: deps.state ?? { closing: false } };
+  const ctx: RouteContext = { config, registry: deps.registry, state: deps.state ?? { closing: false }, recorder: deps.recorder ?? null };
 
   installErrorHandlers(app);
   app.addHook('onRequest', async (request, reply) => {
@@ -67,5 +72,6 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
   await app.register(serverRoutes, ctx);
   await app.register(modelRoutes, ctx);
   await app.register(classifyRoutes, ctx);
+  await app.register(metricsRoutes, ctx);
   return app;
 }

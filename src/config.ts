@@ -31,6 +31,7 @@ export const ConfigSchema = Type.Object({
   fakeEngineDelayMs: Int(0, 600_000, 0, 'extra ms per batch of the fake engine (tests only)'),
   warmup: Type.Boolean({ default: true, description: 'run every bit-width path before reporting ready' }),
   verifyChecksums: Type.Boolean({ default: true, description: 'verify manifest.files sha256 at load' }),
+  tritonMetrics: Type.Boolean({ default: false, description: 'also export Triton-compatible nv_inference_* counters at /metrics' }),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
     default: 'info',
     description: 'pino log level',

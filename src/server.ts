@@ -4,6 +4,7 @@ import closeWithGrace from 'close-with-grace';
 import { pino, type Logger } from 'pino';
 import { buildApp, type AppState } from './app.js';
 import type { Config } from './config.js';
+import { PrometheusRecorder } from './metrics/prometheus-recorder.js';
 import { loadRegistry, type ModelRegistry } from './pipeline/model-registry.js';
 
 export interface RunningServer {
@@ -21,9 +22,11 @@ export function createLogger(config: Config): Logger {
 
 /** Loads models, listens, then warms up; readiness is 503 until warm-up is done. */
 export async function startServer(config: Config, logger: Logger = createLogger(config)): Promise<RunningServer> {
-  const registry = await loadRegistry(config, logger);
+  const recorder = new PrometheusRecorder({ triton: config.tritonMetrics });
+  const registry = await loadRegistry(config, logger, recorder);
+  recorder.watch(registry.all());
   const state: AppState = { closing: false };
-  const app = await buildApp(config, { registry, state }, logger);
+  const app = await buildApp(config, { registry, state, recorder }, logger);
   const url = await app.listen({ host: config.host, port: config.port });
   const warm = (async () => {
     const started = Date.now();

@@ -14,6 +14,8 @@ export interface BatcherOptions {
   readonly instanceCount: number;
   /** Retry-After (s) sent with queue-full and timeout errors. */
   readonly retryAfterSeconds: number;
+  /** Called after each batch the engine completed (metrics: batch size, Triton's execution count). */
+  readonly onBatchDone?: (batchSize: number, timing: StageTiming) => void;
 }
 
 export interface BatchedResult {
@@ -125,6 +127,7 @@ export class DynamicBatcher {
         batch.length,
         batch.map((p) => p.options),
       );
+      this.opts.onBatchDone?.(batch.length, out.timing);
       batch.forEach((p, i) =>
         p.resolve({ sample: out.samples[i] as SampleResult, timing: out.timing, queueMs: started - p.enqueuedAt, batchSize: batch.length }),
       );

@@ -44,6 +44,8 @@ export interface ClassifyResult extends ClassEntry {
   readonly savings: number;
   readonly batchSize: number;
   readonly timing: Timing;
+  /** A per-request Bit-FLOPs cap lowered this image's bits below the controller's choice. */
+  readonly budgetLowered: boolean;
 }
 
 export interface PipelineOptions extends BatcherOptions, PreprocessLimits {
@@ -67,9 +69,13 @@ export class ModelPipeline {
     this.name = engine.manifest.name;
     this.version = engine.manifest.version;
     this.cost = costModel(engine.manifest.layers, engine.dynamicLayers, engine.manifest.bits.reference);
-    this.batcher = new DynamicBatcher(engine, options);
-    this.limits = { maxInputPixels: options.maxInputPixels };
     this.recorder = options.recorder ?? noopRecorder;
+    const recorder = this.recorder;
+    this.batcher = new DynamicBatcher(engine, {
+      ...options,
+      onBatchDone: (size, timing) => recorder.onBatch(this.name, this.version, size, timing),
+    });
+    this.limits = { maxInputPixels: options.maxInputPixels };
   }
 
   get dynamicLayers(): readonly string[] {
@@ -82,6 +88,11 @@ export class ModelPipeline {
 
   get pending(): number {
     return this.batcher.pending;
+  }
+
+  /** The server-wide target controller's state (null without --target-bitflops). */
+  get targetState(): { target: number; knob: number; runningMean: number } | null {
+    return null;
   }
 
   async warmup(enabled: boolean): Promise<void> {
@@ -101,12 +112,14 @@ export class ModelPipeline {
 
   /** Decodes every image first (all or nothing), then queues them; results in input order. */
   async classify(images: readonly Buffer[], options: ClassifyOptions): Promise<ClassifyResult[]> {
+    const start = performance.now();
     try {
       const results = await this.run(images, options);
       for (const r of results) this.recorder.onResult(this.name, this.version, r);
+      this.recorder.onSuccess(this.name, this.version, results, performance.now() - start);
       return results;
     } catch (err) {
-      this.recorder.onFailure(this.name, this.version, err instanceof DqError ? err.code : 'DQ_ERR_SERVER_INTERNAL');
+      this.recorder.onFailure(this.name, this.version, err instanceof DqError ? err.code : 'DQ_ERR_SERVER_INTERNAL', performance.now() - start);
       throw err;
     }
   }
@@ -143,6 +156,7 @@ export class ModelPipeline {
         bitflopsReference: this.cost.reference,
         savings: savings(bf, this.cost.reference),
         batchSize: b.batchSize,
+        budgetLowered: false,
         timing: {
           preprocessMs: preprocessed - start,
           queueMs: b.queueMs,

@@ -6,6 +6,7 @@ import { FakeEngine } from '../engine/fake-engine.js';
 import { WorkerEngine } from '../engine/worker-engine.js';
 import { DqError } from '../errors.js';
 import { findBundles, loadBundle } from '../repository/bundle.js';
+import type { InferenceRecorder } from '../metrics/recorder.js';
 import { ModelPipeline } from './model-pipeline.js';
 
 export interface RegistryLogger {
@@ -64,8 +65,9 @@ export class ModelRegistry {
 }
 
 /** Loads the engines (not yet warm). With `config.model`, only that model's versions. */
-export async function loadRegistry(config: Config, log: RegistryLogger): Promise<ModelRegistry> {
+export async function loadRegistry(config: Config, log: RegistryLogger, recorder?: InferenceRecorder): Promise<ModelRegistry> {
   const pipelineOptions = {
+    ...(recorder ? { recorder } : {}),
     maxBatchSize: config.maxBatchSize,
     maxQueueDelayMicroseconds: config.maxQueueDelayMicroseconds,
     maxQueueSize: config.maxQueueSize,
