@@ -11,6 +11,7 @@ import { metricsRoutes } from './routes/metrics/metrics.js';
 import { classifyRoutes } from './routes/v1/classify.js';
 import { healthRoutes } from './routes/v2/health.js';
 import { modelRoutes } from './routes/v2/models.js';
+import { statsRoutes } from './routes/v2/stats.js';
 import { serverRoutes } from './routes/v2/server-metadata.js';
 import { SERVER_VERSION } from './version.js';
 
@@ -73,5 +74,6 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
   await app.register(modelRoutes, ctx);
   await app.register(classifyRoutes, ctx);
   await app.register(metricsRoutes, ctx);
+  await app.register(statsRoutes, ctx);
   return app;
 }

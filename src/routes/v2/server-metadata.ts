@@ -4,7 +4,7 @@ import type { RouteContext } from '../../app.js';
 import { ServerMetadata } from '../../protocol/oip-schemas.js';
 import { SERVER_VERSION } from '../../version.js';
 
-export const EXTENSIONS = ['binary_tensor_data', 'classification', 'parameters', 'dqserve_cost'];
+export const EXTENSIONS = ['binary_tensor_data', 'classification', 'parameters', 'statistics', 'dqserve_cost'];
 
 export async function serverRoutes(app: FastifyInstance, _ctx: RouteContext): Promise<void> {
   app.get('/v2', { schema: { tags: ['oip'], response: { 200: ServerMetadata } } }, async () => ({
