@@ -10,17 +10,20 @@ export interface ControllerSpec {
   readonly candidates: readonly number[];
   /** cost[l][k], the knob's penalty. */
   readonly cost: readonly (readonly number[])[];
+  /** bitflops[l][k] = MACs(l) × candidates[k]²: layer l's Bit-FLOPs at candidate k (needed for budgets). */
+  readonly bitflops?: readonly (readonly number[])[];
 }
 
 /**
  * `logits` is the stem's `controller_logits` tensor, [N, L, K] row-major.
- * Returns bits[n][l].
+ * Returns bits[n][l]; `lowered[n]` is set true where a budget lowered sample n's choice.
  */
 export function chooseBits(
   logits: Float32Array,
   batchSize: number,
   spec: ControllerSpec,
   options: readonly SampleOptions[],
+  lowered?: boolean[],
 ): number[][] {
   const L = spec.layers.length;
   const K = spec.candidates.length;
@@ -31,6 +34,7 @@ export function chooseBits(
   for (let n = 0; n < batchSize; n++) {
     const opt = options[n] ?? { knob: 0, precision: null };
     const plan = new Array<number>(L);
+    const chosen = new Array<number>(L);
     for (let l = 0; l < L; l++) {
       if (opt.precision !== null) {
         plan[l] = opt.precision;
@@ -49,10 +53,56 @@ export function chooseBits(
         }
       }
       plan[l] = spec.candidates[best] as number;
+      chosen[l] = best;
+    }
+    const cap = opt.maxDynamicBitflops;
+    if (opt.precision === null && cap !== undefined && cap !== null) {
+      const changed = fitBudget(logits.subarray(n * L * K, (n + 1) * L * K), spec, opt.knob, chosen, cap);
+      if (changed) for (let l = 0; l < L; l++) plan[l] = spec.candidates[chosen[l] as number] as number;
+      if (lowered) lowered[n] = changed;
     }
     plans.push(plan);
   }
   return plans;
+}
+
+/**
+ * The budget rule (docs/api.md "Budgets"): while the dynamic layers' Bit-FLOPs exceed `cap`, lower by one
+ * candidate the layer whose step down loses the least controller score per Bit-FLOP saved,
+ *   (score[l][k] − score[l][k−1]) / (bitflops[l][k] − bitflops[l][k−1]),  score = logit − λ·cost,
+ * ties to the lower layer index. Greedy by marginal score per saved Bit-FLOP, like the knapsack heuristic:
+ * each step keeps as much of the controller's preference as a unit of budget allows. If every layer is at
+ * its lowest candidate it stops (the pipeline refuses caps below that minimum before queueing).
+ * `chosen` holds candidate indices and is updated in place; returns whether anything changed.
+ */
+export function fitBudget(scoresRaw: Float32Array, spec: ControllerSpec, knob: number, chosen: number[], cap: number): boolean {
+  const table = spec.bitflops;
+  if (!table) throw new RangeError('a Bit-FLOPs budget needs ControllerSpec.bitflops');
+  const K = spec.candidates.length;
+  const score = (l: number, k: number) => (scoresRaw[l * K + k] as number) - (knob === 0 ? 0 : knob * (spec.cost[l]?.[k] ?? 0));
+  let total = 0;
+  chosen.forEach((k, l) => (total += table[l]?.[k] as number));
+  let changed = false;
+  while (total > cap) {
+    let bestL = -1;
+    let bestRatio = Infinity;
+    for (let l = 0; l < chosen.length; l++) {
+      const k = chosen[l] as number;
+      if (k === 0) continue;
+      const saved = (table[l]?.[k] as number) - (table[l]?.[k - 1] as number);
+      const ratio = (score(l, k) - score(l, k - 1)) / saved;
+      if (ratio < bestRatio) {
+        bestRatio = ratio;
+        bestL = l;
+      }
+    }
+    if (bestL < 0) break;
+    const k = chosen[bestL] as number;
+    total -= (table[bestL]?.[k] as number) - (table[bestL]?.[k - 1] as number);
+    chosen[bestL] = k - 1;
+    changed = true;
+  }
+  return changed;
 }
 
 /** A static bundle: each dynamic layer has exactly one bit-width; a forced precision must equal it. */

@@ -11,7 +11,7 @@ export interface EngineLayout {
   readonly controller: ControllerSpec | null;
   readonly sampleSize: number;
   /** Bits per sample per dynamic layer; `controllerLogits` is required when `controller` is set. */
-  plan(controllerLogits: Float32Array | null, batchSize: number, options: readonly SampleOptions[]): number[][];
+  plan(controllerLogits: Float32Array | null, batchSize: number, options: readonly SampleOptions[], lowered?: boolean[]): number[][];
 }
 
 export function engineLayout(manifest: Manifest): EngineLayout {
@@ -35,15 +35,22 @@ export function engineLayout(manifest: Manifest): EngineLayout {
     if (new Set(stepLayers).size !== c.layers.length) {
       throw new DqError('DQ_ERR_BUNDLE_INVALID', 'graph.steps and controller.layers differ');
     }
-    const spec: ControllerSpec = { layers: c.layers, candidates: c.candidates, cost: c.cost };
+    const macs = new Map(manifest.layers.filter((l) => l.kind === 'dynamic').map((l) => [l.name, l.macs]));
+    const spec: ControllerSpec = {
+      layers: c.layers,
+      candidates: c.candidates,
+      cost: c.cost,
+      // Layer l at candidate b costs MACs × b × b (docs/bitflops.md): weights and activations share b.
+      bitflops: c.layers.map((name) => c.candidates.map((b) => (macs.get(name) ?? 0) * b * b)),
+    };
     return {
       dynamicLayers: c.layers,
       candidates: c.layers.map(() => c.candidates),
       controller: spec,
       sampleSize,
-      plan(logits, n, options) {
+      plan(logits, n, options, lowered) {
         if (!logits) throw new DqError('DQ_ERR_ENGINE_FAILED', 'stem gave no controller_logits');
-        return chooseBits(logits, n, spec, options);
+        return chooseBits(logits, n, spec, options, lowered);
       },
     };
   }

@@ -6,6 +6,11 @@ import type { Manifest } from '../repository/manifest.js';
 export interface SampleOptions {
   readonly knob: number;
   readonly precision: number | null;
+  /**
+   * A cap on this sample's dynamic layers' Bit-FLOPs (the request's max_bitflops minus the fixed part):
+   * the controller's choice is lowered until it fits (bit-plan.ts, docs/api.md "Budgets"). Absent = none.
+   */
+  readonly maxDynamicBitflops?: number | null;
 }
 
 export interface SampleResult {
@@ -13,6 +18,8 @@ export interface SampleResult {
   readonly logits: Float32Array;
   /** Chosen bits per dynamic layer, in `Engine.dynamicLayers` order. */
   readonly bits: readonly number[];
+  /** maxDynamicBitflops lowered the controller's choice. */
+  readonly budgetLowered?: boolean;
 }
 
 /** Wall time of one batch's stages, in ms (shared by every sample of the batch). */

@@ -46,9 +46,10 @@ export class FakeEngine implements Engine {
       logits.push(row);
       for (let i = 0; i < L * K; i++) ctrl[n * L * K + i] = Math.cos((i + 1) * s);
     }
-    const plans = this.layout.plan(this.layout.controller ? ctrl : null, batchSize, options);
+    const lowered = new Array<boolean>(batchSize).fill(false);
+    const plans = this.layout.plan(this.layout.controller ? ctrl : null, batchSize, options, lowered);
     return {
-      samples: logits.map((l, n) => ({ logits: l, bits: plans[n] as number[] })),
+      samples: logits.map((l, n) => ({ logits: l, bits: plans[n] as number[], budgetLowered: lowered[n] as boolean })),
       timing: { controllerMs: 0, layersMs: this.delayMs, headMs: 0 },
     };
   }

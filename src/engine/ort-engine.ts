@@ -83,7 +83,8 @@ export class OrtEngine implements Engine {
     const tensors = new Map<string, HostTensor>();
     for (const [name, value] of Object.entries(stemOut)) tensors.set(name, toHost(value as ort.Tensor));
     const logits = tensors.get('controller_logits')?.data ?? null;
-    const plans = this.layout.plan(logits, batchSize, options);
+    const lowered = new Array<boolean>(batchSize).fill(false);
+    const plans = this.layout.plan(logits, batchSize, options, lowered);
     const t1 = performance.now();
 
     for (const s of this.steps) tensors.set(s.step.output, await this.runStep(s, tensors, plans, batchSize));
@@ -98,7 +99,7 @@ export class OrtEngine implements Engine {
     const classes = out.data.length / batchSize;
     const samples: SampleResult[] = [];
     for (let n = 0; n < batchSize; n++) {
-      samples.push({ logits: out.data.slice(n * classes, (n + 1) * classes), bits: plans[n] as number[] });
+      samples.push({ logits: out.data.slice(n * classes, (n + 1) * classes), bits: plans[n] as number[], budgetLowered: lowered[n] as boolean });
     }
     return { samples, timing: { controllerMs: t1 - t0, layersMs: t2 - t1, headMs: t3 - t2 } };
   }

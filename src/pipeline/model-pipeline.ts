@@ -17,6 +17,8 @@ export interface ClassifyOptions {
   readonly topK: number;
   /** Longest wait in the batching queue (ms). */
   readonly timeoutMs: number;
+  /** Per-image Bit-FLOPs cap (docs/api.md "Budgets"): the controller's choice is lowered until it fits. */
+  readonly maxBitflops?: number | null;
 }
 
 export interface ClassEntry {
@@ -108,6 +110,21 @@ export class ModelPipeline {
       throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', `precision ${options.precision} is not a candidate (${all})`);
     }
     if (!Number.isInteger(options.topK) || options.topK < 1) throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'top_k must be a positive integer');
+    const cap = options.maxBitflops;
+    if (cap !== undefined && cap !== null) {
+      if (!Number.isFinite(cap) || cap <= 0) throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'max_bitflops must be a positive number');
+      if (options.precision !== null) {
+        const forced = this.cost.bitflops(this.dynamicLayers.map(() => options.precision as number));
+        if (forced > cap) throw new DqError('DQ_ERR_BUDGET_BELOW_MINIMUM', `precision ${options.precision} costs ${forced} Bit-FLOPs per image, above max_bitflops ${cap}`);
+      } else if (cap < this.minBitflops) {
+        throw new DqError('DQ_ERR_BUDGET_BELOW_MINIMUM', `max_bitflops ${cap} is below this model's minimum of ${this.minBitflops} Bit-FLOPs per image (every dynamic layer at its lowest candidate)`);
+      }
+    }
+  }
+
+  /** The cheapest configuration: every dynamic layer at its lowest candidate. */
+  get minBitflops(): number {
+    return this.cost.bitflops(this.engine.candidates.map((c) => Math.min(...c)));
   }
 
   /** Decodes every image first (all or nothing), then queues them; results in input order. */
@@ -119,6 +136,7 @@ export class ModelPipeline {
       this.recorder.onSuccess(this.name, this.version, results, performance.now() - start);
       return results;
     } catch (err) {
+      if (err instanceof DqError && err.code === 'DQ_ERR_BUDGET_BELOW_MINIMUM') this.recorder.onBudget(this.name, this.version, 'below_minimum');
       this.recorder.onFailure(this.name, this.version, err instanceof DqError ? err.code : 'DQ_ERR_SERVER_INTERNAL', performance.now() - start);
       throw err;
     }
@@ -139,7 +157,8 @@ export class ModelPipeline {
       }),
     );
     const preprocessed = performance.now();
-    const sampleOptions = { knob: options.knob, precision: options.precision };
+    const cap = options.maxBitflops ?? null;
+    const sampleOptions = { knob: options.knob, precision: options.precision, maxDynamicBitflops: cap === null ? null : cap - this.cost.fixed };
     const batched = await Promise.all(tensors.map((t) => this.batcher.submit(t, sampleOptions, options.timeoutMs)));
     const end = performance.now();
     return batched.map((b) => {
@@ -156,7 +175,7 @@ export class ModelPipeline {
         bitflopsReference: this.cost.reference,
         savings: savings(bf, this.cost.reference),
         batchSize: b.batchSize,
-        budgetLowered: false,
+        budgetLowered: b.sample.budgetLowered ?? false,
         timing: {
           preprocessMs: preprocessed - start,
           queueMs: b.queueMs,

@@ -1,6 +1,7 @@
 // OIP v2 infer: request decoding and response encoding, with Triton's binary tensor data and
 // classification extensions, and our cost parameters (prefix dqserve_). Wire format <-> pipeline types.
 import { DqError } from '../errors.js';
+import { parseMaxBitflops } from './budget.js';
 import type { ClassifyResult } from '../pipeline/model-pipeline.js';
 import type { InferInput, InferRequest, InferResponse, OutputTensor } from './oip-schemas.js';
 
@@ -20,6 +21,8 @@ export interface DecodedInfer {
   readonly images: Buffer[];
   readonly knob: number;
   readonly precision: number | null;
+  /** `dqserve_max_bitflops`: per-image Bit-FLOPs cap, or null. */
+  readonly maxBitflops: number | null;
   /** From Triton's `timeout` parameter (µs), converted to ms; null = server default. */
   readonly timeoutMs: number | null;
   readonly outputs: readonly OutputRequest[];
@@ -139,6 +142,7 @@ export function decodeInferRequest(req: InferRequest, binary: Buffer, maxImages:
     images,
     knob,
     precision: precision ?? null,
+    maxBitflops: parseMaxBitflops(p['dqserve_max_bitflops'], 'dqserve_max_bitflops'),
     timeoutMs: timeout === undefined ? null : Math.max(1, Math.ceil(timeout / 1000)),
     outputs: decodeOutputs(req, binaryDefault),
   };
@@ -217,6 +221,7 @@ export function encodeInferResponse(model: ModelView, decoded: DecodedInfer, res
       dqserve_bitflops_reference: reference,
       dqserve_savings: reference > 0 ? 1 - bitflops / reference : 0,
       dqserve_mean_bits: n ? results.reduce((s, r) => s + r.meanBits, 0) / n : 0,
+      dqserve_budget_lowered: results.filter((r) => r.budgetLowered).length,
       dqserve_bits: results.map((r) => r.bits.join('')).join(','),
       dqserve_dynamic_layers: model.dynamicLayers.join(','),
     },

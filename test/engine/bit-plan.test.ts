@@ -51,3 +51,49 @@ describe('host tensors', () => {
     expect(Array.from(into.data)).toEqual(Array.from(t.data));
   });
 });
+
+describe('budget rule (fitBudget via chooseBits)', () => {
+  // Two layers, candidates 3/4/5; layer b has 4× the MACs of layer a.
+  const budgeted: ControllerSpec = {
+    layers: ['a', 'b'],
+    candidates: [3, 4, 5],
+    cost: [[0.5, 1, 2], [0.5, 1, 2]],
+    bitflops: [
+      [9, 16, 25],
+      [36, 64, 100],
+    ],
+  };
+  const capped = (cap: number) => ({ knob: 0, precision: null, maxDynamicBitflops: cap });
+
+  it('keeps the controller choice when it fits, and says nothing was lowered', () => {
+    const lowered = [true];
+    expect(chooseBits(Float32Array.from([0, 0, 1, 0, 0, 1]), 1, budgeted, [capped(125)], lowered)).toEqual([[5, 5]]);
+    expect(lowered).toEqual([false]);
+  });
+
+  it('lowers the layer with the smallest score loss per Bit-FLOP saved, one candidate at a time', () => {
+    // Start [5,5] = 125. Step-down loss: a 5->4 costs 1.0 score for 9 saved (0.111/BF); b 5->4 costs 1.0 for 36 (0.028/BF): b first.
+    const logits = Float32Array.from([0, 0, 1, 0, 0, 1]);
+    const lowered = [false];
+    expect(chooseBits(logits, 1, budgeted, [capped(100)], lowered)).toEqual([[5, 4]]);
+    expect(lowered).toEqual([true]);
+    // 89 left: b 4->3 loses 0 score for 28 saved (0/BF) before a 5->4 (1/9).
+    expect(chooseBits(logits, 1, budgeted, [capped(88)], [false])).toEqual([[5, 3]]);
+    // 61: then a (only a can still go down at ratio 1/9; b is at its lowest) -> [4,3] = 52.
+    expect(chooseBits(logits, 1, budgeted, [capped(60)], [false])).toEqual([[4, 3]]);
+    expect(chooseBits(logits, 1, budgeted, [capped(45)], [false])).toEqual([[3, 3]]);
+  });
+
+  it('prefers the layer the controller cares less about, even when it saves less', () => {
+    // a: 5 barely preferred over 4 (0.01); b: 5 strongly preferred (5.0) -> lower a first although b saves more.
+    const logits = Float32Array.from([0, 0.99, 1, 0, 0, 5]);
+    expect(chooseBits(logits, 1, budgeted, [capped(120)], [false])).toEqual([[4, 5]]);
+  });
+
+  it('leaves forced precisions alone, stops at the lowest candidates, and needs the Bit-FLOPs table', () => {
+    const logits = Float32Array.from([0, 0, 1, 0, 0, 1]);
+    expect(chooseBits(logits, 1, budgeted, [{ knob: 0, precision: 5, maxDynamicBitflops: 1 }])).toEqual([[5, 5]]);
+    expect(chooseBits(logits, 1, budgeted, [capped(1)])).toEqual([[3, 3]]);
+    expect(() => chooseBits(logits, 1, spec, [capped(1)])).toThrow(/bitflops/);
+  });
+});

@@ -5,6 +5,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { RouteContext } from '../../app.js';
 import { DqError } from '../../errors.js';
+import { combineCaps, MAX_BITFLOPS_HEADER, parseMaxBitflops } from '../../protocol/budget.js';
 import { ErrorResponse } from '../../protocol/oip-schemas.js';
 import type { ClassifyResult, ModelPipeline } from '../../pipeline/model-pipeline.js';
 import { serverTiming } from '../server-timing.js';
@@ -15,6 +16,7 @@ const Query = Type.Object({
   version: Type.Optional(Type.String({ pattern: '^[1-9][0-9]*$', description: 'model version (default: latest)' })),
   knob: Type.Optional(Type.Number({ description: 'λ: > 0 moves the controller to cheaper bit-widths, < 0 to costlier ones' })),
   precision: Type.Optional(Type.Integer({ minimum: 1, maximum: 32, description: 'force every dynamic layer to this bit-width' })),
+  max_bitflops: Type.Optional(Type.String({ description: 'cap on this image\'s Bit-FLOPs: the controller\'s choice is lowered until it fits (also header x-dqserve-max-bitflops)' })),
 });
 type Query = Static<typeof Query>;
 
@@ -32,6 +34,7 @@ const ClassifyResponse = Type.Object({
   bitflops_reference: Type.Number(),
   savings: Type.Number(),
   batch_size: Type.Integer({ description: 'size of the batch this image ran in' }),
+  budget_lowered: Type.Boolean({ description: 'max_bitflops lowered the controller\'s choice' }),
   timing: Type.Object(
     { queue: Type.Number(), preprocess: Type.Number(), controller: Type.Number(), layers: Type.Number(), total: Type.Number() },
     { description: 'milliseconds' },
@@ -63,12 +66,17 @@ export async function classifyRoutes(app: FastifyInstance, ctx: RouteContext): P
     async (request, reply) => {
       const q = request.query as Query;
       const pipeline = ctx.registry.get(q.model, q.version);
+      const maxBitflops = combineCaps(
+        parseMaxBitflops(q.max_bitflops, 'max_bitflops'),
+        parseMaxBitflops(request.headers[MAX_BITFLOPS_HEADER], MAX_BITFLOPS_HEADER),
+      );
       const image = await readImage(request);
       const [r] = await pipeline.classify([image], {
         knob: q.knob ?? 0,
         precision: q.precision ?? null,
         topK: q.top_k ?? config.defaultTopK,
         timeoutMs: config.requestTimeoutMs,
+        maxBitflops,
       });
       const result = r as ClassifyResult;
       reply.header('server-timing', serverTiming(result.timing));
@@ -111,6 +119,7 @@ function toJson(p: ModelPipeline, r: ClassifyResult): Static<typeof ClassifyResp
     bitflops_reference: r.bitflopsReference,
     savings: r.savings,
     batch_size: r.batchSize,
+    budget_lowered: r.budgetLowered,
     timing: {
       queue: r.timing.queueMs,
       preprocess: r.timing.preprocessMs,

@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { RouteContext } from '../../app.js';
 import { DqError } from '../../errors.js';
 import { decodeInferRequest, encodeInferResponse, INPUT_NAME, rawBodyRequest, splitBinaryBody } from '../../protocol/oip-infer.js';
+import { combineCaps, MAX_BITFLOPS_HEADER, parseMaxBitflops } from '../../protocol/budget.js';
 import { ErrorResponse, InferRequest, InferResponse, ModelMetadata } from '../../protocol/oip-schemas.js';
 import type { ModelPipeline } from '../../pipeline/model-pipeline.js';
 import { serverTiming } from '../server-timing.js';
@@ -105,6 +106,7 @@ async function infer(request: FastifyRequest, reply: FastifyReply, pipeline: Mod
     precision: decoded.precision,
     topK: 1,
     timeoutMs: decoded.timeoutMs ?? ctx.config.requestTimeoutMs,
+    maxBitflops: combineCaps(decoded.maxBitflops, parseMaxBitflops(request.headers[MAX_BITFLOPS_HEADER], MAX_BITFLOPS_HEADER)),
   });
   const { json, binary } = encodeInferResponse(
     { name: pipeline.name, version: pipeline.version, classes: pipeline.manifest.classes, dynamicLayers: pipeline.dynamicLayers },
