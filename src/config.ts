@@ -32,6 +32,10 @@ export const ConfigSchema = Type.Object({
   warmup: Type.Boolean({ default: true, description: 'run every bit-width path before reporting ready' }),
   verifyChecksums: Type.Boolean({ default: true, description: 'verify manifest.files sha256 at load' }),
   tritonMetrics: Type.Boolean({ default: false, description: 'also export Triton-compatible nv_inference_* counters at /metrics' }),
+  targetBitflops: Type.Optional(
+    Type.Number({ exclusiveMinimum: 0, description: 'server-wide target mean Bit-FLOPs per image: a feedback controller moves the knob λ (needs the bundle\'s calibration table)' }),
+  ),
+  targetWindowImages: Int(8, 100_000, 256, 'the target controller\'s time constant and running-mean window (images)'),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
     default: 'info',
     description: 'pino log level',

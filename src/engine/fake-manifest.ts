@@ -76,7 +76,13 @@ export function fakeManifest(): Manifest {
       min: bitflops(layers, uniformPlan(layers, 3)),
       max: bitflops(layers, uniformPlan(layers, 5)),
     },
-    calibration: [],
+    // Synthetic, not measured: a plausible knob -> mean Bit-FLOPs table (max at λ = −2, min at λ = 2; the fake
+    // controller's logits lie in [−1, 1] and its cost steps are ~1), so --target-bitflops can be exercised.
+    calibration: [-2, -1, 0, 1, 2].map((knob) => {
+      const lo = bitflops(layers, uniformPlan(layers, 3));
+      const hi = bitflops(layers, uniformPlan(layers, 5));
+      return { knob, accuracy: 0.1, mean_bitflops: hi - ((knob + 2) / 4) * (hi - lo), mean_bits: 5 - (knob + 2) / 2 };
+    }),
     metrics: {},
     files: {},
   };

@@ -7,11 +7,12 @@ import type { Engine } from '../engine/engine.js';
 import { DqError } from '../errors.js';
 import { preprocess, type PreprocessLimits } from '../preprocess/preprocess.js';
 import type { Manifest } from '../repository/manifest.js';
+import { TargetController, type TargetState } from './target-controller.js';
 import { noopRecorder, type InferenceRecorder } from '../metrics/recorder.js';
 
 export interface ClassifyOptions {
-  /** λ, the controller's cost knob (0 = the trained argmax). */
-  readonly knob: number;
+  /** λ, the controller's cost knob (0 = the trained argmax); null = the server's: the target controller's λ, or 0. */
+  readonly knob: number | null;
   /** Force every dynamic layer to this many bits (a candidate), or null for the controller's choice. */
   readonly precision: number | null;
   readonly topK: number;
@@ -52,6 +53,9 @@ export interface ClassifyResult extends ClassEntry {
 
 export interface PipelineOptions extends BatcherOptions, PreprocessLimits {
   readonly recorder?: InferenceRecorder;
+  /** --target-bitflops: hold the mean Bit-FLOPs per image there by moving λ (needs manifest.calibration). */
+  readonly targetBitflops?: number;
+  readonly targetWindowImages?: number;
 }
 
 export class ModelPipeline {
@@ -64,6 +68,8 @@ export class ModelPipeline {
   private readonly limits: PreprocessLimits;
   private readonly recorder: InferenceRecorder;
   private warm = false;
+  /** The server-wide target's controller; null without --target-bitflops or without a calibration table. */
+  readonly target: TargetController | null;
 
   constructor(engine: Engine, options: PipelineOptions) {
     this.engine = engine;
@@ -78,6 +84,11 @@ export class ModelPipeline {
       onBatchDone: (size, timing) => recorder.onBatch(this.name, this.version, size, timing),
     });
     this.limits = { maxInputPixels: options.maxInputPixels };
+    const calibration = this.manifest.calibration ?? [];
+    this.target =
+      options.targetBitflops !== undefined && this.manifest.kind === 'dynamic' && calibration.length >= 2
+        ? new TargetController(options.targetBitflops, calibration, options.targetWindowImages)
+        : null;
   }
 
   get dynamicLayers(): readonly string[] {
@@ -93,8 +104,8 @@ export class ModelPipeline {
   }
 
   /** The server-wide target controller's state (null without --target-bitflops). */
-  get targetState(): { target: number; knob: number; runningMean: number } | null {
-    return null;
+  get targetState(): TargetState | null {
+    return this.target?.state ?? null;
   }
 
   async warmup(enabled: boolean): Promise<void> {
@@ -104,7 +115,7 @@ export class ModelPipeline {
 
   /** Throws DQ_ERR_REQUEST_INVALID_PARAMETER for a knob or precision this model cannot take. */
   checkOptions(options: ClassifyOptions): void {
-    if (!Number.isFinite(options.knob)) throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'knob must be a finite number');
+    if (options.knob !== null && !Number.isFinite(options.knob)) throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'knob must be a finite number');
     if (options.precision !== null && !this.engine.candidates.every((c) => c.includes(options.precision as number))) {
       const all = [...new Set(this.engine.candidates.flat())].sort((a, b) => a - b).join(', ');
       throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', `precision ${options.precision} is not a candidate (${all})`);
@@ -158,11 +169,15 @@ export class ModelPipeline {
     );
     const preprocessed = performance.now();
     const cap = options.maxBitflops ?? null;
-    const sampleOptions = { knob: options.knob, precision: options.precision, maxDynamicBitflops: cap === null ? null : cap - this.cost.fixed };
+    // Images without their own knob or precision run at the target controller's λ, and feed it back.
+    const controlled = this.target !== null && options.knob === null && options.precision === null;
+    const knob = options.knob ?? this.target?.knob ?? 0;
+    const sampleOptions = { knob, precision: options.precision, maxDynamicBitflops: cap === null ? null : cap - this.cost.fixed };
     const batched = await Promise.all(tensors.map((t) => this.batcher.submit(t, sampleOptions, options.timeoutMs)));
     const end = performance.now();
     return batched.map((b) => {
       const bf = this.cost.bitflops(b.sample.bits);
+      if (controlled) this.target?.observe(bf, knob);
       const ranked = rank(b.sample.logits, this.manifest.classes, options.topK);
       const best = ranked[0] as ClassEntry;
       return {

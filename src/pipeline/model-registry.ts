@@ -74,11 +74,15 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
     instanceCount: config.instanceCount,
     retryAfterSeconds: config.retryAfterSeconds,
     maxInputPixels: config.maxInputPixels,
+    ...(config.targetBitflops !== undefined ? { targetBitflops: config.targetBitflops } : {}),
+    targetWindowImages: config.targetWindowImages,
   };
   if (config.engine === 'fake') {
     const engine = new FakeEngine(undefined, { batchDelayMs: config.fakeEngineDelayMs });
     log.info({ model: engine.manifest.name }, 'using the fake engine');
-    return new ModelRegistry([new ModelPipeline(engine, pipelineOptions)]);
+    const p = new ModelPipeline(engine, pipelineOptions);
+    reportTarget(p, config, log);
+    return new ModelRegistry([p]);
   }
   const root = resolve(config.modelRepository);
   const refs = (await findBundles(root)).filter((r) => config.model === undefined || r.name === config.model);
@@ -101,10 +105,27 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
     );
     const p = new ModelPipeline(engine, pipelineOptions);
     checkClaims(p, log);
+    reportTarget(p, config, log);
     pipelines.push(p);
     log.info({ model: m.name, version: m.version, kind: m.kind, ms: Date.now() - started }, 'model loaded');
   }
   return new ModelRegistry(pipelines, config.model);
+}
+
+/** Logs whether --target-bitflops applies to this model, and warns when the calibration table cannot reach it. */
+function reportTarget(p: ModelPipeline, config: Config, log: RegistryLogger): void {
+  if (config.targetBitflops === undefined) return;
+  const where = { model: p.name, version: p.version, target: config.targetBitflops };
+  if (!p.target) {
+    log.warn(where, '--target-bitflops ignored: the bundle has no calibration table (or is static)');
+    return;
+  }
+  const means = (p.manifest.calibration ?? []).map((c) => c.mean_bitflops);
+  const [lo, hi] = [Math.min(...means), Math.max(...means)];
+  if (config.targetBitflops < lo || config.targetBitflops > hi) {
+    log.warn({ ...where, calibrated: [lo, hi] }, 'target outside the calibration table: the knob will sit at the end of its range');
+  }
+  log.info({ ...where, knob: p.target.knob }, 'Bit-FLOPs target set');
 }
 
 /** Recompute what the manifest claims about Bit-FLOPs; a mismatch means the two sides disagree on the contract. */

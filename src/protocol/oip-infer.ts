@@ -19,7 +19,8 @@ export interface OutputRequest {
 export interface DecodedInfer {
   readonly id: string | undefined;
   readonly images: Buffer[];
-  readonly knob: number;
+  /** null: not given (the server's λ: the target controller's, or 0). */
+  readonly knob: number | null;
   readonly precision: number | null;
   /** `dqserve_max_bitflops`: per-image Bit-FLOPs cap, or null. */
   readonly maxBitflops: number | null;
@@ -124,8 +125,8 @@ export function decodeInferRequest(req: InferRequest, binary: Buffer, maxImages:
   }
 
   const p = req.parameters ?? {};
-  const knob = p['dqserve_knob'] ?? 0;
-  if (typeof knob !== 'number' || !Number.isFinite(knob)) throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'dqserve_knob must be a number');
+  const knob = p['dqserve_knob'] ?? null;
+  if (knob !== null && (typeof knob !== 'number' || !Number.isFinite(knob))) throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'dqserve_knob must be a number');
   const precision = p['dqserve_precision'];
   if (precision !== undefined && (typeof precision !== 'number' || !Number.isInteger(precision))) {
     throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'dqserve_precision must be an integer bit-width');
@@ -140,7 +141,7 @@ export function decodeInferRequest(req: InferRequest, binary: Buffer, maxImages:
   return {
     id: req.id,
     images,
-    knob,
+    knob: knob as number | null,
     precision: precision ?? null,
     maxBitflops: parseMaxBitflops(p['dqserve_max_bitflops'], 'dqserve_max_bitflops'),
     timeoutMs: timeout === undefined ? null : Math.max(1, Math.ceil(timeout / 1000)),

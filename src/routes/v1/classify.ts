@@ -72,7 +72,7 @@ export async function classifyRoutes(app: FastifyInstance, ctx: RouteContext): P
       );
       const image = await readImage(request);
       const [r] = await pipeline.classify([image], {
-        knob: q.knob ?? 0,
+        knob: q.knob ?? null,
         precision: q.precision ?? null,
         topK: q.top_k ?? config.defaultTopK,
         timeoutMs: config.requestTimeoutMs,
