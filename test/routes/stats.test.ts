@@ -67,5 +67,8 @@ describe('statistics extension', () => {
     expect((await get('/v2/models/nope/stats')).json.code).toBe('DQ_ERR_MODEL_NOT_FOUND');
     expect((await get('/v2/models/fake_dq/versions/9/stats')).json.code).toBe('DQ_ERR_MODEL_VERSION_NOT_FOUND');
     expect((await get('/v2')).json.extensions).toContain('statistics');
+    const paths = (await get('/docs/json')).json.paths;
+    expect(paths['/v2/models/stats'].get.parameters).toBeUndefined();
+    expect(paths['/v2/models/{name}/versions/{version}/stats'].get.parameters.map((p: { name: string }) => p.name)).toEqual(['name', 'version']);
   });
 });

@@ -38,11 +38,12 @@ const ModelStat = Type.Object({
   }),
 });
 const StatsResponse = Type.Object({ model_stats: Type.Array(ModelStat) });
-const Params = Type.Object({ name: Type.Optional(Type.String()), version: Type.Optional(Type.String()) });
-type Params = Static<typeof Params>;
+type Params = { name?: string; version?: string };
+const NameParams = Type.Object({ name: Type.String() });
+const VersionParams = Type.Object({ name: Type.String(), version: Type.String() });
 
 export async function statsRoutes(app: FastifyInstance, ctx: RouteContext): Promise<void> {
-  const schema = { tags: ['oip'], params: Params, response: { 200: StatsResponse, 400: ErrorResponse, 404: ErrorResponse } };
+  const schema = { tags: ['oip'], summary: 'Statistics extension (Triton) with Bit-FLOPs sums', response: { 200: StatsResponse, 400: ErrorResponse, 404: ErrorResponse } };
   const handler = async (request: { params: unknown }) => {
     const recorder = ctx.recorder;
     if (!recorder) throw new DqError('DQ_ERR_ROUTE_NOT_FOUND', 'statistics are not enabled');
@@ -56,8 +57,8 @@ export async function statsRoutes(app: FastifyInstance, ctx: RouteContext): Prom
     return { model_stats: pipelines.map((pl) => modelStat(recorder, pl)) };
   };
   app.get('/v2/models/stats', { schema }, handler);
-  app.get('/v2/models/:name/stats', { schema }, handler);
-  app.get('/v2/models/:name/versions/:version/stats', { schema }, handler);
+  app.get('/v2/models/:name/stats', { schema: { ...schema, params: NameParams } }, handler);
+  app.get('/v2/models/:name/versions/:version/stats', { schema: { ...schema, params: VersionParams } }, handler);
 }
 
 function modelStat(recorder: PrometheusRecorder, p: ModelPipeline): Static<typeof ModelStat> {
