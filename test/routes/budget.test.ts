@@ -1,28 +1,38 @@
 // Per-request Bit-FLOPs caps over HTTP: query max_bitflops, header x-dqserve-max-bitflops, OIP parameter
 // dqserve_max_bitflops. The controller's choice is lowered until it fits; below the minimum is a 400 that says it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ConfigKey } from '../../src/config.js';
 import type { RunningServer } from '../../src/server.js';
 import { cifarSample } from '../helpers/cifar.js';
+import { hasDynamicBundle, MODELS_DIR } from '../helpers/paths.js';
 import { postImage, startTestServer } from '../helpers/server.js';
 import { scrape, value } from '../metrics/scrape.js';
 
-let server: RunningServer;
-let url: string;
-let images: Buffer[];
-let min: number;
-let max: number;
+const engines: Array<[string, Partial<Record<ConfigKey, unknown>>]> = [
+  ['fake', {}],
+  ...(hasDynamicBundle ? [['ort', { engine: 'ort', modelRepository: MODELS_DIR, model: 'resnet20_dq' }] as [string, Partial<Record<ConfigKey, unknown>>]] : []),
+];
 
-beforeAll(async () => {
-  server = await startTestServer();
-  url = server.url;
-  images = (await cifarSample(3)).map((i) => i.bytes);
-  const m = server.registry.get().manifest;
-  min = m.bitflops.min;
-  max = m.bitflops.max;
-});
-afterAll(async () => server.close());
+describe.each(engines)('per-request Bit-FLOPs cap (%s engine)', (_engine, overrides) => {
+  let server: RunningServer;
+  let url: string;
+  let name: string;
+  let images: Buffer[];
+  let min: number;
+  let max: number;
 
-describe('per-request Bit-FLOPs cap', () => {
+  beforeAll(async () => {
+    server = await startTestServer(overrides);
+    url = server.url;
+    images = (await cifarSample(3)).map((i) => i.bytes);
+    const p = server.registry.get();
+    name = p.name;
+    min = p.minBitflops;
+    max = p.cost.bitflops(p.dynamicLayers.map(() => 5));
+    expect(min).toBe(p.cost.bitflops(p.dynamicLayers.map(() => 3)));
+  });
+  afterAll(async () => server?.close());
+
   it('leaves answers alone when the cap is above the choice; lowers them to fit otherwise', async () => {
     let lowered = 0;
     for (const img of images) {
@@ -77,7 +87,7 @@ describe('per-request Bit-FLOPs cap', () => {
 
   it('takes the OIP request parameter dqserve_max_bitflops, per image', async () => {
     const infer = (parameters: Record<string, unknown>) =>
-      fetch(`${url}/v2/models/fake_dq/infer`, {
+      fetch(`${url}/v2/models/${name}/infer`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ inputs: [{ name: 'image', shape: [3], datatype: 'BYTES', data: images.slice(0, 3).map((b) => b.toString('base64')) }], outputs: [{ name: 'bits' }], parameters }),
@@ -95,12 +105,12 @@ describe('per-request Bit-FLOPs cap', () => {
 
   it('counts budget events in /metrics and the stats', async () => {
     const s = await scrape(url);
-    const model = { model: 'fake_dq', version: '1' };
+    const model = { model: name, version: '1' };
     const belowReqs = value(s, 'dqserve_requests_total', { ...model, reason: 'DQ_ERR_BUDGET_BELOW_MINIMUM' });
     expect(belowReqs).toBe(3);
     expect(value(s, 'dqserve_budget_events_total', { ...model, event: 'below_minimum' })).toBe(3);
     expect(value(s, 'dqserve_budget_events_total', { ...model, event: 'lowered' })).toBeGreaterThan(0);
-    const stats = (await (await fetch(`${url}/v2/models/fake_dq/stats`)).json()) as any;
+    const stats = (await (await fetch(`${url}/v2/models/${name}/stats`)).json()) as any;
     expect(stats.model_stats[0].dqserve.budget_below_minimum).toBe(3);
     expect(stats.model_stats[0].dqserve.budget_lowered).toBe(value(s, 'dqserve_budget_events_total', { ...model, event: 'lowered' }));
   });
