@@ -21,6 +21,13 @@ describe('config', () => {
     expect(flagName('maxBatchSize')).toBe('--max-batch-size');
   });
 
+  it('takes the Bit-FLOPs target and the Triton metrics switch from flags and environment', () => {
+    expect(loadConfig().targetBitflops).toBeUndefined();
+    expect(loadConfig({ targetBitflops: '1.2e9' }).targetBitflops).toBe(1.2e9);
+    expect(loadConfig({}, { DQSERVE_TARGET_BITFLOPS: '5e8', DQSERVE_TRITON_METRICS: 'true' })).toMatchObject({ targetBitflops: 5e8, tritonMetrics: true });
+    for (const bad of ['-1', '0', 'abc']) expect(() => loadConfig({ targetBitflops: bad })).toThrow(expect.objectContaining({ code: 'DQ_ERR_CONFIG_INVALID' }));
+  });
+
   it('rejects invalid values with DQ_ERR_CONFIG_INVALID', () => {
     expect(() => loadConfig({ port: '99999' })).toThrow(expect.objectContaining({ code: 'DQ_ERR_CONFIG_INVALID' }));
     expect(() => loadConfig({}, { DQSERVE_MAX_BATCH_SIZE: 'lots' })).toThrow(expect.objectContaining({ code: 'DQ_ERR_CONFIG_INVALID' }));

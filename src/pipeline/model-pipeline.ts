@@ -113,7 +113,7 @@ export class ModelPipeline {
     this.warm = true;
   }
 
-  /** Throws DQ_ERR_REQUEST_INVALID_PARAMETER for a knob or precision this model cannot take. */
+  /** Throws DQ_ERR_REQUEST_INVALID_PARAMETER for a knob, precision or cap this model cannot take, DQ_ERR_BUDGET_BELOW_MINIMUM for a cap below the cheapest configuration. */
   checkOptions(options: ClassifyOptions): void {
     if (options.knob !== null && !Number.isFinite(options.knob)) throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'knob must be a finite number');
     if (options.precision !== null && !this.engine.candidates.every((c) => c.includes(options.precision as number))) {
