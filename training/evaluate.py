@@ -10,7 +10,7 @@ import torch
 from . import cost
 from .data import normalize
 
-KNOBS = (-1.0, -0.5, -0.25, 0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+KNOBS = (-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 50.0)
 
 
 @torch.no_grad()

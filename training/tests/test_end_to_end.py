@@ -88,7 +88,7 @@ def test_export_bundle_and_parity_through_onnxruntime_node(trained, small_binary
         assert (w == w.round()).all() and abs(w).max() <= 15
     res = _verify(bundle, small_binary)
     assert res["images"] == 400 and res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999
-    assert res["logits_max_abs_diff"] < 0.05 and res["logits_within_1e4"] >= 0.95
+    assert res["logits_max_abs_diff"] < 0.25 and res["logits_within_1e4"] >= 0.95
     assert res["accuracy_engine"] == pytest.approx(m["metrics"]["top1"], abs=0.005)
 
 
