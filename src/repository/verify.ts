@@ -7,7 +7,8 @@ import { fitToInput, normalise, preprocess } from '../preprocess/preprocess.js';
 import { loadBundle } from './bundle.js';
 import { readTestSet } from './test-set.js';
 
-interface Reference {
+/** reference.json as `training export` writes it (docs/model-bundle.md). */
+export interface Reference {
   images: number;
   order: string[];
   top1: number[];

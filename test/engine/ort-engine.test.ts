@@ -10,17 +10,12 @@ import { WorkerEngine } from '../../src/engine/worker-engine.js';
 import { preprocess } from '../../src/preprocess/preprocess.js';
 import { loadBundle, verifyChecksums } from '../../src/repository/bundle.js';
 import type { Manifest } from '../../src/repository/manifest.js';
-import { verifyBundle, type ParityReport } from '../../src/repository/verify.js';
+import { verifyBundle, type ParityReport, type Reference } from '../../src/repository/verify.js';
 import { cifarTest } from '../helpers/cifar.js';
 import { CIFAR_TEST_TAR, DYNAMIC_BUNDLE, hasDynamicBundle } from '../helpers/paths.js';
 
-interface Reference {
-  images: number;
-  order: string[];
-  top1: number[];
-  bits: string[];
-  logits_first: number[][];
-}
+// The bundle is committed: a missing one must fail here rather than silently skip the tests that need it.
+it('the default bundle models/resnet20_dq/1 is present', () => expect(hasDynamicBundle).toBe(true));
 
 describe.skipIf(!hasDynamicBundle)('OrtEngine on models/resnet20_dq/1', () => {
   let engine: OrtEngine;
