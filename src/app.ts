@@ -64,6 +64,12 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
   app.addHook('onSend', async (_request, reply) => {
     if (ctx.state.closing) reply.header('connection', 'close');
   });
+  if (ctx.recorder) {
+    const recorder = ctx.recorder;
+    app.addHook('onResponse', async (request, reply) => {
+      recorder.onHttpResponse(request.method, request.routeOptions.url, reply.statusCode, reply.elapsedTime / 1000);
+    });
+  }
   app.addHook('preClose', async () => {
     ctx.state.closing = true;
   });

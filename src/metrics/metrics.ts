@@ -27,6 +27,14 @@ export function defineMetrics(options: MetricsOptions) {
   collectDefaultMetrics({ register: registry });
   const r = { registers: [registry] };
   const native = {
+    // Per HTTP route (conventions: fastify-metrics' name and labels); `route` is the route pattern, never the URL.
+    http: new Histogram({
+      name: 'http_request_duration_seconds',
+      help: 'HTTP requests by method, route pattern (unmatched for 404s) and status code',
+      labelNames: ['method', 'route', 'status_code'],
+      buckets: SECONDS,
+      ...r,
+    }),
     requests: new Counter({
       name: 'dqserve_requests_total',
       help: 'Inference requests that reached a model, by outcome (success|failure) and reason (ok or a DQ_ERR_* code)',

@@ -91,6 +91,11 @@ export class PrometheusRecorder implements InferenceRecorder {
     return { ...s, batches: new Map(s.batches), budget: { ...s.budget } };
   }
 
+  /** One HTTP response sent (any route, metrics included). */
+  onHttpResponse(method: string, route: string | undefined, statusCode: number, seconds: number): void {
+    this.metrics.http.labels({ method, route: route ?? 'unmatched', status_code: String(statusCode) }).observe(seconds);
+  }
+
   onResult(model: string, version: number, r: ClassifyResult): void {
     const m = this.metrics;
     const l = labels(model, version);

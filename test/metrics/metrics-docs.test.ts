@@ -7,12 +7,12 @@ import { REPO_ROOT } from '../helpers/paths.js';
 
 const metrics = defineMetrics({ triton: true });
 const defined = metrics.registry.getMetricsAsArray().map((m) => m.name);
-const ours = defined.filter((n) => n.startsWith('dqserve_') || n.startsWith('nv_'));
+const ours = defined.filter((n) => /^(dqserve|nv|http)_/.test(n));
 
 describe('metric documentation', () => {
   it('docs/metrics.md lists exactly the dqserve_* and nv_* metrics defined', () => {
     const doc = readFileSync(join(REPO_ROOT, 'docs', 'metrics.md'), 'utf8');
-    const rows = new Set([...doc.matchAll(/^\| `([a-z_]+)(?:\{[a-z]+\})?`(?:, `([a-z_]+)(?:\{[a-z]+\})?`)?/gm)].flatMap((m) => [m[1], m[2]]).filter((n): n is string => !!n && /^(dqserve|nv)_/.test(n)));
+    const rows = new Set([...doc.matchAll(/^\| `([a-z_]+)(?:\{[a-z]+\})?`(?:, `([a-z_]+)(?:\{[a-z]+\})?`)?/gm)].flatMap((m) => [m[1], m[2]]).filter((n): n is string => !!n && /^(dqserve|nv|http)_/.test(n)));
     expect([...rows].sort()).toEqual([...ours].sort());
   });
 

@@ -61,6 +61,7 @@ describe.each(engines)('GET /metrics (%s engine)', (_engine, overrides) => {
     }
     // Labels: model and version only, plus the bounded ones.
     const allowed = new Set(['model', 'version', 'outcome', 'reason', 'phase', 'layer', 'bits', 'event', 'le']);
+    expect(text).toContain('http_request_duration_seconds_bucket{');
     const samples = await scrape(url);
     for (const s of samples.filter((s) => s.name.startsWith('dqserve_') || s.name.startsWith('nv_'))) {
       for (const k of Object.keys(s.labels)) expect(allowed.has(k), `${s.name} has label ${k}`).toBe(true);
@@ -82,6 +83,10 @@ describe.each(engines)('GET /metrics (%s engine)', (_engine, overrides) => {
     expect(value(s, 'dqserve_batch_size_sum', model)).toBe(25);
     expect(value(s, 'dqserve_batch_size_count', model)).toBe(value(s, 'dqserve_phase_duration_seconds_count', { ...model, phase: 'layers' }));
     expect(value(s, 'dqserve_pending_requests', model)).toBe(0);
+    // HTTP: by route pattern, never the URL.
+    expect(value(s, 'http_request_duration_seconds_count', { method: 'POST', route: '/v1/classify', status_code: '200' })).toBe(22);
+    expect(value(s, 'http_request_duration_seconds_count', { method: 'POST', route: '/v2/models/:name/infer', status_code: '200' })).toBe(1);
+    expect(value(s, 'http_request_duration_seconds_count', { route: '/v1/classify', status_code: '415' })).toBe(1);
     // Triton-compatible names (--triton-metrics).
     expect(value(s, 'nv_inference_request_success', model)).toBe(23);
     expect(value(s, 'nv_inference_request_failure', model)).toBe(3);
