@@ -19,6 +19,9 @@ export class FakeEngine implements Engine {
   readonly sampleSize: number;
   /** Batch sizes seen, in order (tests inspect it). */
   readonly batches: number[] = [];
+  /** Most batches that were running at the same moment (tests of instanceCount inspect it). */
+  maxConcurrent = 0;
+  private running = 0;
   private readonly layout: EngineLayout;
   private readonly delayMs: number;
 
@@ -33,7 +36,13 @@ export class FakeEngine implements Engine {
 
   async infer(input: Float32Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
     this.batches.push(batchSize);
-    if (this.delayMs > 0) await sleep(this.delayMs);
+    this.running++;
+    this.maxConcurrent = Math.max(this.maxConcurrent, this.running);
+    try {
+      if (this.delayMs > 0) await sleep(this.delayMs);
+    } finally {
+      this.running--;
+    }
     const classes = this.manifest.classes.length;
     const L = this.layout.controller?.layers.length ?? 0;
     const K = this.layout.controller?.candidates.length ?? 0;

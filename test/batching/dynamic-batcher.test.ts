@@ -35,10 +35,9 @@ describe('DynamicBatcher', () => {
   it('runs up to instanceCount batches at once', async () => {
     const engine = new FakeEngine(undefined, { batchDelayMs: 100 });
     const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 2, instanceCount: 2 });
-    const t0 = Date.now();
     await Promise.all(samples(engine, 4).map((x) => b.submit(x, dyn, 10_000)));
     expect(engine.batches).toEqual([2, 2]);
-    expect(Date.now() - t0).toBeLessThan(190);
+    expect(engine.maxConcurrent).toBe(2); // both batches ran at once (no wall-clock assertion: CI is noisy)
   });
 
   it('mixes per-sample options in one batch', async () => {
