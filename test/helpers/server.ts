@@ -2,6 +2,7 @@
 import { pino } from 'pino';
 import { loadConfig, type ConfigKey } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
+import { hasDynamicBundle, MODELS_DIR } from './paths.js';
 
 export async function startTestServer(overrides: Partial<Record<ConfigKey, unknown>> = {}): Promise<RunningServer> {
   const config = loadConfig({ host: '127.0.0.1', port: 0, logLevel: 'silent', engine: 'fake', ...overrides });
@@ -30,3 +31,9 @@ export async function mapConcurrent<T, R>(items: readonly T[], concurrency: numb
   );
   return out;
 }
+
+/** The engines a route test runs against: the fake one always, the real bundle when it is present. */
+export const TEST_ENGINES: Array<[string, Partial<Record<ConfigKey, unknown>>]> = [
+  ['fake', {}],
+  ...(hasDynamicBundle ? [['ort', { engine: 'ort', modelRepository: MODELS_DIR, model: 'resnet20_dq' }] as [string, Partial<Record<ConfigKey, unknown>>]] : []),
+];

@@ -3,19 +3,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ConfigKey } from '../../src/config.js';
 import type { RunningServer } from '../../src/server.js';
 import { cifarSample } from '../helpers/cifar.js';
-import { hasDynamicBundle, MODELS_DIR, PHOTOS_DIR } from '../helpers/paths.js';
-import { mapConcurrent, postImage, startTestServer } from '../helpers/server.js';
+import { PHOTOS_DIR } from '../helpers/paths.js';
+import { mapConcurrent, postImage, startTestServer, TEST_ENGINES } from '../helpers/server.js';
 import { scrape, value } from './scrape.js';
 
-const engines: Array<[string, Partial<Record<ConfigKey, unknown>>]> = [
-  ['fake', {}],
-  ...(hasDynamicBundle ? [['ort', { engine: 'ort', modelRepository: MODELS_DIR, model: 'resnet20_dq' }] as [string, Partial<Record<ConfigKey, unknown>>]] : []),
-];
-
-describe.each(engines)('GET /metrics (%s engine)', (_engine, overrides) => {
+describe.each(TEST_ENGINES)('GET /metrics (%s engine)', (_engine, overrides) => {
   let server: RunningServer;
   let url: string;
   let model: { model: string; version: string };

@@ -1,19 +1,12 @@
 // Per-request Bit-FLOPs caps over HTTP: query max_bitflops, header x-dqserve-max-bitflops, OIP parameter
 // dqserve_max_bitflops. The controller's choice is lowered until it fits; below the minimum is a 400 that says it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ConfigKey } from '../../src/config.js';
 import type { RunningServer } from '../../src/server.js';
 import { cifarSample } from '../helpers/cifar.js';
-import { hasDynamicBundle, MODELS_DIR } from '../helpers/paths.js';
-import { postImage, startTestServer } from '../helpers/server.js';
+import { postImage, startTestServer, TEST_ENGINES } from '../helpers/server.js';
 import { scrape, value } from '../metrics/scrape.js';
 
-const engines: Array<[string, Partial<Record<ConfigKey, unknown>>]> = [
-  ['fake', {}],
-  ...(hasDynamicBundle ? [['ort', { engine: 'ort', modelRepository: MODELS_DIR, model: 'resnet20_dq' }] as [string, Partial<Record<ConfigKey, unknown>>]] : []),
-];
-
-describe.each(engines)('per-request Bit-FLOPs cap (%s engine)', (_engine, overrides) => {
+describe.each(TEST_ENGINES)('per-request Bit-FLOPs cap (%s engine)', (_engine, overrides) => {
   let server: RunningServer;
   let url: string;
   let name: string;
