@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .data import DataError
+from .onnx_export import KERNELS
 
 
 def _bits_list(s: str):
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--static-bits", type=int, help="export a dynamic checkpoint with every dynamic layer at these bits")
-    p.add_argument("--kernel", default="float", choices=["float", "integer"],
+    p.add_argument("--kernel", default="float", choices=list(KERNELS),
                    help="quantized convs as float Conv on integer values (exact, fast in onnxruntime) or ConvInteger")
     a = ap.parse_args(argv)
     import torch
