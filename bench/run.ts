@@ -2,17 +2,16 @@
 // (autocannon's programmatic API: its CLI corrupts binary bodies), batched vs naive (no batching),
 // the static bundle when present, and stage ceilings (engine tight loop, sharp alone, empty fastify route).
 // Not a test: numbers depend on the machine. Writes bench/results/<date>-<host>.json and prints Markdown.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import autocannon from 'autocannon';
 import Fastify from 'fastify';
 import { OrtEngine } from '../src/engine/ort-engine.js';
 import { preprocess } from '../src/preprocess/preprocess.js';
 import { findBundles, loadBundle } from '../src/repository/bundle.js';
 import { cifarTest } from '../test/helpers/cifar.js';
+import { spawnServer } from '../loadtest/server-process.js';
 import { MODELS_DIR, REPO_ROOT } from '../test/helpers/paths.js';
 
 const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 6);
@@ -44,12 +43,11 @@ async function main(): Promise<void> {
       ['batched, 2 instances', ['--max-batch-size', '32', '--max-queue-delay-microseconds', '2000', '--instance-count', '2']],
       ['naive (batch 1)', ['--max-batch-size', '1', '--max-queue-delay-microseconds', '0']],
     ] as const) {
-      const server = await startServer(['--model', ref.name, '--max-queue-size', '4096', ...flags]);
+      const server = await spawnServer(['--model', ref.name, '--max-queue-size', '4096', ...flags]);
       try {
         for (const c of CONCURRENCIES) rows.push(await load(`${ref.name} v${ref.version}: ${mode}`, server.url, images, c));
       } finally {
-        server.child.kill('SIGTERM');
-        await new Promise((r) => server.child.once('exit', r));
+        await server.stop();
       }
     }
   }
@@ -143,27 +141,6 @@ async function load(scenario: string, url: string, images: Buffer[], connections
   };
   log(row);
   return row;
-}
-
-async function startServer(flags: readonly string[]): Promise<{ child: ChildProcess; url: string }> {
-  // Default log level (info, one line per request), as a user would run it; stdout is read and dropped.
-  const child = spawn(process.execPath, ['dist/cli.js', 'serve', '--port', '0', ...flags], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    child.on('exit', (code) => reject(new Error(`server exited ${code}`)));
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      const m = /"url":"(http:[^"]+)"/.exec(line);
-      if (m) void waitReady(m[1]!).then(() => resolve({ child, url: m[1]! }), reject);
-    });
-  });
-}
-
-async function waitReady(url: string): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    const ok = await fetch(`${url}/v2/health/ready`).then((r) => r.ok, () => false);
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('server never became ready');
 }
 
 main().catch((err: unknown) => {

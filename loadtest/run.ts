@@ -1,0 +1,199 @@
+// npm run loadtest -- [options]: load a dqserve server with real images, measure latency, throughput,
+// goodput and Bit-FLOPs per request, compare with /metrics, check a budget file, write a report.
+// Exit status: 0 budget met (or no budget), 1 budget missed, 2 usage, budget-file or set-up error.
+import { cpus, hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { checkBudget, goodputLimits, readBudget, BudgetFileError, type Budget } from './budget.js';
+import { bodySequence, loadPayloads } from './payloads.js';
+import { failureTable, writeReport, type Report, type StepReport } from './report.js';
+import { scrapeOrNull, serverDelta } from './server-metrics.js';
+import { REPO_ROOT, spawnServer, type ServerProcess } from './server-process.js';
+import { runStep } from './step.js';
+
+const DATA = resolve(REPO_ROOT, '..', 'shared', 'data');
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
+
+function bounded(name: string, min: number, max: number, integer: boolean) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+      throw new InvalidArgumentError(`${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}]`);
+    }
+    return n;
+  };
+}
+
+function connectionList(v: string): number[] {
+  const parse = bounded('connections', 1, 1024, true);
+  const list = v.split(',').map((s) => parse(s));
+  if (list.length > 16) throw new InvalidArgumentError('at most 16 connection counts');
+  return [...new Set(list)].sort((a, b) => a - b);
+}
+
+export interface Options {
+  url?: string;
+  allowRemote: boolean;
+  serverArgs: string;
+  connections: number[];
+  duration: number;
+  warmup: number;
+  maxRequests: number;
+  timeout: number;
+  path: string;
+  payloads: string[];
+  data: string;
+  testSetLimit: number;
+  photos: boolean;
+  multipartRatio: number;
+  budget?: string;
+  out?: string;
+  progress: boolean;
+}
+
+export function program(): Command {
+  return new Command('loadtest')
+    .description('load a dqserve server with real images and check latency, throughput and Bit-FLOPs against a budget')
+    .option('--url <url>', 'target this server instead of starting one (loopback only unless --allow-remote)')
+    .option('--allow-remote', 'allow a --url host other than 127.0.0.1/localhost/[::1]', false)
+    .option('--server-args <flags>', 'flags for the server loadtest starts, space-separated (e.g. "--model resnet20_dq --max-batch-size 32")', '')
+    .addOption(new Option('-c, --connections <list>', 'concurrent connections; a comma-separated list runs one step per value (a sweep)').argParser(connectionList).default([8], '8'))
+    .addOption(new Option('-d, --duration <s>', 'seconds per step').argParser(bounded('duration', 1, 3600, false)).default(10))
+    .addOption(new Option('--warmup <s>', 'seconds of unrecorded load before the first step (0: none)').argParser(bounded('warmup', 0, 600, false)).default(1))
+    .addOption(new Option('--max-requests <n>', 'stop a step after this many requests').argParser(bounded('max-requests', 1, 10_000_000, true)).default(1_000_000))
+    .addOption(new Option('--timeout <s>', 'per-request timeout').argParser(bounded('timeout', 1, 600, false)).default(10))
+    .option('--path <path>', 'request path and query', '/v1/classify')
+    .option('--payloads <folder...>', 'folders of images to send instead of the defaults (CIFAR-10 test JPEGs + ../shared/data/photos)')
+    .option('--data <dir>', 'folder with the default test split (test.tar.gz, test/)', join(DATA, 'cifar10'))
+    .addOption(new Option('--test-set-limit <n>', 'use the first n test images').argParser(bounded('test-set-limit', 1, 1_000_000, true)).default(2000))
+    .option('--no-photos', `leave out ${join(DATA, 'photos')}`)
+    .addOption(new Option('--multipart-ratio <r>', 'share of requests sent as multipart/form-data (the rest raw)').argParser(bounded('multipart-ratio', 0, 1, false)).default(0))
+    .option('--budget <file>', 'budget JSON (docs/loadtest.md); exit 1 when missed')
+    .option('--out <dir>', 'report folder (default loadtest/results/<date>)')
+    .option('--no-progress', 'no progress lines on stderr');
+}
+
+function checkUrl(url: string, allowRemote: boolean): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new UsageError(`--url ${url}: not a URL`);
+  }
+  if (u.protocol !== 'http:') throw new UsageError(`--url ${url}: only http:// is supported`);
+  if (!allowRemote && !LOOPBACK.test(u.hostname)) throw new UsageError(`--url ${url}: ${u.hostname} is not loopback; pass --allow-remote to load another host`);
+  return u.origin;
+}
+
+class UsageError extends Error {}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const cmd = program().exitOverride();
+  try {
+    cmd.parse(argv as string[], { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    throw err;
+  }
+  const o = cmd.opts<Options>();
+  const log = (s: string) => {
+    if (o.progress) process.stderr.write(`[loadtest] ${s}\n`);
+  };
+  let budget: Budget | null = null;
+  let server: ServerProcess | null = null;
+  try {
+    budget = o.budget === undefined ? null : readBudget(o.budget);
+    const target = o.url === undefined ? null : checkUrl(o.url, o.allowRemote);
+    const payloads = await loadPayloads(
+      o.payloads
+        ? { testSetDir: null, testSetLimit: 0, optionalFolders: [], folders: o.payloads }
+        : { testSetDir: o.data, testSetLimit: o.testSetLimit, optionalFolders: o.photos ? [join(DATA, 'photos')] : [], folders: [] },
+    );
+    const sources = o.payloads ?? [`${o.data} (first ${o.testSetLimit})`, ...(o.photos ? [join(DATA, 'photos')] : [])];
+    log(`${payloads.length} payloads`);
+    const serverArgs = o.serverArgs.split(/\s+/).filter(Boolean);
+    let url: string;
+    if (target !== null) url = target;
+    else {
+      log(`starting dqserve ${serverArgs.join(' ')}`);
+      server = await spawnServer(serverArgs, { entry: 'source' });
+      url = server.url;
+      log(`server ready at ${url}`);
+    }
+    const limits = budget ? goodputLimits(budget) : { maxLatencyMs: null, maxBitflops: null };
+    const body = bodySequence(payloads, o.multipartRatio);
+    const common = { url, path: o.path, maxRequests: o.maxRequests, timeoutS: o.timeout, body, goodput: limits };
+    if (o.warmup > 0) {
+      log(`warm-up ${o.warmup} s`);
+      await runStep({ ...common, connections: o.connections[0] as number, durationS: o.warmup });
+    }
+    const steps: StepReport[] = [];
+    const samples: number[] = [];
+    for (const connections of o.connections) {
+      const before = await scrapeOrNull(url);
+      const client = await runStep({
+        ...common,
+        connections,
+        durationS: o.duration,
+        onProgress: (p) => log(`${connections} connections: ${p.elapsedS.toFixed(0)}/${o.duration} s, ${p.responses} responses (${(p.ok / p.elapsedS).toFixed(1)} ok/s), ${p.failed} failed`),
+      });
+      const after = await scrapeOrNull(url);
+      const { bitflopsSamples, ...clientFigures } = client;
+      for (const v of bitflopsSamples) if (samples.length < 200_000) samples.push(v);
+      const checks = budget
+        ? checkBudget(budget, { latencyMs: client.latencyMs, throughputRps: client.throughputRps, errorRate: client.errorRate, meanBitflops: client.bitflops.mean, savings: client.savings, goodputRps: client.goodputRps })
+        : [];
+      const step: StepReport = { client: clientFigures, server: before && after ? serverDelta(before, after) : null, checks, met: checks.every((c) => c.ok) };
+      steps.push(step);
+      log(
+        `${connections} connections: ${client.throughputRps.toFixed(1)} req/s, goodput ${client.goodputRps.toFixed(1)}/s, p50 ${client.latencyMs.p50.toFixed(1)} ms, p95 ${client.latencyMs.p95.toFixed(1)} ms, p99 ${client.latencyMs.p99.toFixed(1)} ms, errors ${client.failed}/${client.requests}${budget ? `: budget ${step.met ? 'met' : 'missed'}` : ''}`,
+      );
+      if (step.server === null) log('warning: /metrics could not be scraped; no server-side figures');
+    }
+    const met = steps.every((s) => s.met);
+    const passing = steps.filter((s) => s.met).map((s) => s.client.connections);
+    const report: Report = {
+      tool: 'dqserve loadtest',
+      date: new Date().toISOString(),
+      machine: { host: hostname(), cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version },
+      target: { url, startedByLoadtest: server !== null, serverArgs },
+      load: { mode: 'concurrency', path: o.path, durationS: o.duration, maxRequests: o.maxRequests, warmupS: o.warmup, multipartRatio: o.multipartRatio },
+      payloads: { count: payloads.length, bytes: payloads.reduce((a, p) => a + p.bytes.length, 0), sources },
+      budget,
+      goodputLimits: limits,
+      steps,
+      met,
+      bestConnections: budget && passing.length ? Math.max(...passing) : null,
+    };
+    const out = resolve(o.out ?? join(REPO_ROOT, 'loadtest', 'results', report.date.replace(/[:.]/g, '-')));
+    const files = writeReport(out, report, samples);
+    process.stderr.write(`[loadtest] report: ${files.join(', ')}\n`);
+    if (budget === null) return 0;
+    if (met) {
+      process.stderr.write('[loadtest] budget met\n');
+      return 0;
+    }
+    for (const s of steps.filter((x) => !x.met)) process.stderr.write(`\nbudget missed at ${s.client.connections} connections:\n${failureTable(s.checks)}\n`);
+    return 1;
+  } catch (err) {
+    if (err instanceof BudgetFileError || err instanceof UsageError) {
+      process.stderr.write(`loadtest: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`loadtest: ${(err as Error).stack ?? String(err)}\n`);
+    return 2;
+  } finally {
+    await server?.stop();
+  }
+}
+
+// Entry point when run as a script (npm run loadtest); importing the module runs nothing.
+if (process.argv[1] && resolve(process.argv[1]) === resolve(REPO_ROOT, 'loadtest', 'run.ts')) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(2);
+    },
+  );
+}
