@@ -62,7 +62,7 @@ def layer_table(model, input_size: Sequence[int]) -> List[Dict]:
         model.set_precision("fp")
         x = torch.zeros((1,) + tuple(input_size), device=next(model.parameters()).device)
         feats = model.stem_forward(x)
-        if model.controller is not None:
+        if model.controller is not None and saved[0] == "dynamic":  # a static export does not run it
             model.controller(feats)
         model.forward(x)
     finally:
