@@ -88,6 +88,7 @@ export interface Check {
   readonly measured: number | null;
   readonly bound: number;
   readonly kind: 'max' | 'min';
+  readonly unit: string;
   readonly ok: boolean;
   /** How far off, as `+12.3 ms (+24.6%)`; empty when met. */
   readonly by: string;
@@ -101,7 +102,7 @@ export function checkBudget(b: Budget, m: Measured): Check[] {
     const ok = measured !== null && Number.isFinite(measured) && (kind === 'max' ? measured <= bound : measured >= bound);
     const diff = measured === null ? NaN : measured - bound;
     const by = ok ? '' : measured === null ? 'not measured' : `${diff > 0 ? '+' : ''}${fmt(diff)}${unit}${bound !== 0 ? ` (${diff > 0 ? '+' : ''}${((diff / bound) * 100).toFixed(1)}%)` : ''}`;
-    out.push({ name, limit: `${kind === 'max' ? '≤' : '≥'} ${fmt(bound)}${unit}`, measured, bound, kind, ok, by });
+    out.push({ name, limit: `${kind === 'max' ? '≤' : '≥'} ${fmt(bound)}${unit}`, measured, bound, kind, unit, ok, by });
   };
   add('latency p50', 'max', b.latencyMs?.p50, m.latencyMs.p50, ' ms');
   add('latency p95', 'max', b.latencyMs?.p95, m.latencyMs.p95, ' ms');
@@ -120,5 +121,5 @@ export function fmt(x: number): string {
   if (a >= 1e6) return x.toExponential(3);
   if (a >= 100) return x.toFixed(0);
   if (a >= 1) return x.toFixed(2);
-  return x.toPrecision(3);
+  return String(Number(x.toPrecision(3)));
 }

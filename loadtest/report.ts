@@ -37,7 +37,7 @@ const pct = (x: number | null | undefined) => (x === null || x === undefined ? '
 export function failureTable(checks: readonly Check[]): string {
   const failed = checks.filter((c) => !c.ok);
   if (failed.length === 0) return '';
-  return ['| limit | budget | measured | missed by |', '| --- | --- | --- | --- |', ...failed.map((c) => `| ${c.name} | ${c.limit} | ${opt(c.measured)} | ${c.by} |`)].join('\n');
+  return ['| limit | budget | measured | missed by |', '| --- | --- | --- | --- |', ...failed.map((c) => `| ${c.name} | ${c.limit} | ${opt(c.measured)}${c.measured === null ? '' : c.unit} | ${c.by} |`)].join('\n');
 }
 
 export function markdown(r: Report): string {
@@ -82,7 +82,7 @@ export function markdown(r: Report): string {
     out.push('', '## Budget', '');
     for (const s of r.steps) {
       out.push(`### ${s.client.connections} connections: ${s.met ? 'met' : 'missed'}`, '', '| limit | budget | measured | ok | missed by |', '| --- | --- | --- | --- | --- |');
-      for (const c of s.checks) out.push(`| ${c.name} | ${c.limit} | ${opt(c.measured)} | ${c.ok ? 'yes' : '**no**'} | ${c.by} |`);
+      for (const c of s.checks) out.push(`| ${c.name} | ${c.limit} | ${opt(c.measured)}${c.measured === null ? '' : c.unit} | ${c.ok ? 'yes' : '**no**'} | ${c.by} |`);
       out.push('');
     }
   }

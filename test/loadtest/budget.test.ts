@@ -1,0 +1,63 @@
+// The budget file's schema and the check's arithmetic (loadtest/budget.ts), and the payload mix (loadtest/payloads.ts).
+import { describe, expect, it } from 'vitest';
+import { BudgetFileError, checkBudget, goodputLimits, parseBudget, type Measured } from '../../loadtest/budget.js';
+import { bodySequence, multipartBody } from '../../loadtest/payloads.js';
+
+const measured: Measured = { latencyMs: { p50: 10, p95: 40, p99: 80 }, throughputRps: 200, errorRate: 0.02, meanBitflops: 1.2e9, savings: 0.05, goodputRps: 150 };
+
+describe('budget', () => {
+  it('accepts every documented limit', () => {
+    const b = parseBudget('{"latencyMs":{"p50":20,"p95":50,"p99":100},"minThroughputRps":100,"maxErrorRate":0.01,"maxMeanBitflops":1.1e9,"minSavings":0.1,"minGoodputRps":120,"goodput":{"maxLatencyMs":60,"maxBitflops":1.3e9}}', 'b.json');
+    expect(b.latencyMs?.p95).toBe(50);
+  });
+
+  it('names the file, the path and the problem on one line', () => {
+    expect(() => parseBudget('{"maxErrorRate": 2}', 'b.json')).toThrow(new BudgetFileError('b.json: /maxErrorRate: Expected number to be less or equal to 1'));
+    expect(() => parseBudget('[]', 'b.json')).toThrow(/^b\.json: \/: Expected object$/);
+  });
+
+  it('reports each missed limit with the signed difference and its share of the limit', () => {
+    const checks = checkBudget({ latencyMs: { p50: 20, p95: 50, p99: 40 }, minThroughputRps: 400, maxErrorRate: 0.01, maxMeanBitflops: 1e9, minSavings: 0.1, minGoodputRps: 100 }, measured);
+    const failed = Object.fromEntries(checks.filter((c) => !c.ok).map((c) => [c.name, c.by]));
+    expect(failed).toEqual({
+      'latency p99': '+40.00 ms (+100.0%)',
+      throughput: '-200 req/s (-50.0%)',
+      'error rate': '+0.01 (+100.0%)',
+      'mean Bit-FLOPs': '+2.000e+8 (+20.0%)',
+      savings: '-0.05 (-50.0%)',
+    });
+    expect(checks.filter((c) => c.ok).map((c) => c.name)).toEqual(['latency p50', 'latency p95', 'goodput']);
+  });
+
+  it('fails a cost limit that could not be measured (no successful response)', () => {
+    const [c] = checkBudget({ maxMeanBitflops: 1e9 }, { ...measured, meanBitflops: null });
+    expect(c).toMatchObject({ ok: false, by: 'not measured' });
+  });
+
+  it('defines goodput by the tightest latency limit and the mean Bit-FLOPs limit unless told otherwise', () => {
+    expect(goodputLimits({ latencyMs: { p95: 50, p99: 100 }, maxMeanBitflops: 1e9 })).toEqual({ maxLatencyMs: 50, maxBitflops: 1e9 });
+    expect(goodputLimits({ latencyMs: { p95: 50 }, goodput: { maxLatencyMs: 70, maxBitflops: 2e9 } })).toEqual({ maxLatencyMs: 70, maxBitflops: 2e9 });
+    expect(goodputLimits({})).toEqual({ maxLatencyMs: null, maxBitflops: null });
+  });
+});
+
+describe('payload mix', () => {
+  const payloads = [{ name: 'a/1.jpg', contentType: 'image/jpeg', bytes: Buffer.from([0xff, 0xd8, 0x00, 0xff]) }, { name: 'b.png', contentType: 'image/png', bytes: Buffer.from([0x89, 0x50]) }];
+
+  it('sends the multipart share evenly, cycling through the payloads', () => {
+    const next = bodySequence(payloads, 0.25);
+    const kinds = Array.from({ length: 8 }, (_, i) => next(i).headers['content-type']!.split(';')[0]);
+    expect(kinds).toEqual(['image/jpeg', 'image/png', 'image/jpeg', 'multipart/form-data', 'image/jpeg', 'image/png', 'image/jpeg', 'multipart/form-data']);
+    expect(bodySequence(payloads, 0)(5).body).toBe(payloads[1]!.bytes);
+    expect(Array.from({ length: 4 }, (_, i) => bodySequence(payloads, 1)(i).headers['content-type']!.startsWith('multipart/'))).toEqual([true, true, true, true]);
+  });
+
+  it('puts the binary image unchanged in the field `image`', () => {
+    const { headers, body } = multipartBody(payloads[0]!);
+    const boundary = /boundary=(.+)$/.exec(headers['content-type']!)![1]!;
+    const text = body.toString('latin1');
+    expect(text).toContain('Content-Disposition: form-data; name="image"; filename="a_1.jpg"\r\nContent-Type: image/jpeg\r\n\r\n');
+    expect(body.indexOf(payloads[0]!.bytes)).toBeGreaterThan(0);
+    expect(text.endsWith(`\r\n--${boundary}--\r\n`)).toBe(true);
+  });
+});

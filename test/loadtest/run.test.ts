@@ -1,0 +1,112 @@
+// npm run loadtest end to end (issue #5): real servers on 127.0.0.1, the CLI run as a child process so the
+// exit status is the one a deployment gate sees. Each run is a few seconds of load.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../src/server.js';
+import type { Report } from '../../loadtest/report.js';
+import { startTestServer } from '../helpers/server.js';
+import { REPO_ROOT } from '../helpers/paths.js';
+
+function loadtest(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'loadtest', 'run.ts'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stderr })));
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'dq-loadtest-'));
+function file(name: string, text: string): string {
+  writeFileSync(join(dir, name), text);
+  return join(dir, name);
+}
+const QUICK = ['--duration', '2', '--warmup', '0.5', '--test-set-limit', '200', '--connections', '4'];
+
+describe('npm run loadtest', () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('starts its own server, meets a lenient budget, exits 0 and writes a report that says so', async () => {
+    const budget = file('lenient.json', JSON.stringify({ latencyMs: { p50: 5000, p95: 10000, p99: 20000 }, minThroughputRps: 1, maxErrorRate: 0.01, maxMeanBitflops: 1e13, minSavings: -1, minGoodputRps: 1 }));
+    const out = join(dir, 'lenient');
+    const { code, stderr } = await loadtest([...QUICK, '--server-args', '--engine fake', '--multipart-ratio', '0.5', '--budget', budget, '--out', out]);
+    expect(code, stderr).toBe(0);
+    expect(stderr).toMatch(/\[loadtest\] 4 connections: \d+\/2 s/); // progress
+    expect(stderr).toContain('budget met');
+    const r = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
+    expect(r.met).toBe(true);
+    expect(r.target.startedByLoadtest).toBe(true);
+    expect(r.target.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(r.payloads.count).toBeGreaterThanOrEqual(200);
+    expect(r.steps).toHaveLength(1);
+    const [step] = r.steps;
+    const c = step!.client;
+    expect(c.ok).toBeGreaterThan(0);
+    expect(c.failed).toBe(0);
+    expect(c.statusCodes).toEqual({ '200': c.ok });
+    expect(c.latencyMs.p50).toBeGreaterThan(0);
+    expect(c.latencyMs.p50).toBeLessThanOrEqual(c.latencyMs.p95);
+    expect(c.latencyMs.p95).toBeLessThanOrEqual(c.latencyMs.p99);
+    expect(c.bitflops.mean).toBeGreaterThan(0);
+    expect(c.goodputRps).toBeCloseTo(c.throughputRps, 6); // every request within the lenient limits
+    expect(step!.checks.map((x) => x.name)).toEqual(['latency p50', 'latency p95', 'latency p99', 'throughput', 'error rate', 'mean Bit-FLOPs', 'savings', 'goodput']);
+    expect(step!.checks.every((x) => x.ok)).toBe(true);
+    // Server-side truth: the server saw at least what the client counted (plus requests in flight at the stop),
+    // and its Bit-FLOPs sum covers the client's.
+    const s = step!.server!;
+    expect(s.requestsOk).toBeGreaterThanOrEqual(c.ok);
+    expect(s.requestsOk - c.ok).toBeLessThanOrEqual(4);
+    expect(s.requestsFailed).toBe(0);
+    expect(s.http503).toBe(0);
+    expect(s.bitflops).toBeGreaterThanOrEqual(c.bitflops.total);
+    expect(s.meanQueueMs).not.toBeNull();
+    const md = readFileSync(join(out, 'report.md'), 'utf8');
+    expect(md).toContain('**Budget met** by every step.');
+    expect(md).toContain('| Concurrency | Inferences/Second | Goodput/s | p50 ms | p90 ms | p95 ms | p99 ms');
+    expect(md).toMatch(/\| 4 \| 200: \d+ \| 0 \| 0 \|/);
+    for (const svg of ['latency-vs-load.svg', 'bitflops-distribution.svg']) expect(readFileSync(join(out, svg), 'utf8')).toMatch(/^<svg [^>]*>[\s\S]*<\/svg>\n$/);
+  }, 30_000);
+
+  it('exits 1 with a table of what failed by how much when the budget cannot be met', async () => {
+    const budget = file('strict.json', JSON.stringify({ latencyMs: { p99: 0.001 }, minThroughputRps: 1e9, maxErrorRate: 0 }));
+    const out = join(dir, 'strict');
+    const { code, stderr } = await loadtest([...QUICK, '--url', server.url, '--budget', budget, '--out', out]);
+    expect(code, stderr).toBe(1);
+    expect(stderr).toContain('budget missed at 4 connections:');
+    expect(stderr).toContain('| limit | budget | measured | missed by |');
+    expect(stderr).toMatch(/\| latency p99 \| ≤ 0\.001 ms \| [\d.]+ ms \| \+[\d.]+ ms \(\+\d+\.\d%\) \|/);
+    expect(stderr).toMatch(/\| throughput \| ≥ 1\.000e\+9 req\/s \| [\d.]+ req\/s \| -[\d.e+]+ req\/s \(-\d+\.\d%\) \|/);
+    expect(stderr).not.toMatch(/\| error rate \|/); // met, so not in the failure table
+    const r = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
+    expect(r.met).toBe(false);
+    expect(r.target.startedByLoadtest).toBe(false);
+    expect(r.bestConnections).toBeNull();
+    expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain('**Budget missed.**');
+  }, 30_000);
+
+  it.each([
+    ['not JSON', '{"latencyMs": ', /^loadtest: .*bad-0\.json: not valid JSON \(.+\)\n$/],
+    ['a wrong type', '{"latencyMs": {"p95": "fast"}}', /^loadtest: .*bad-1\.json: \/latencyMs\/p95: Expected number\n$/],
+    ['an unknown limit', '{"maxLatency": 10}', /^loadtest: .*bad-2\.json: .*maxLatency.*\n$/],
+    ['a negative limit', '{"minThroughputRps": -5}', /^loadtest: .*bad-3\.json: \/minThroughputRps: Expected number to be greater than 0\n$/],
+  ])('refuses a malformed budget file (%s) with one clear line and exit 2, before any load', async (_what, text, message) => {
+    const i = ['not JSON', 'a wrong type', 'an unknown limit', 'a negative limit'].indexOf(_what);
+    const budget = file(`bad-${i}.json`, text);
+    const { code, stderr } = await loadtest(['--url', server.url, '--budget', budget, '--out', join(dir, 'never')]);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(message);
+  });
+
+  it('targets only loopback unless --allow-remote is given', async () => {
+    const { code, stderr } = await loadtest(['--url', 'http://192.0.2.1:8080', '--out', join(dir, 'never')]);
+    expect(code).toBe(2);
+    expect(stderr).toBe('loadtest: --url http://192.0.2.1:8080: 192.0.2.1 is not loopback; pass --allow-remote to load another host\n');
+  });
+});
