@@ -19,7 +19,7 @@ export interface Report {
   readonly date: string;
   readonly machine: { readonly host: string; readonly cpus: number; readonly cpu: string | undefined; readonly node: string };
   readonly target: { readonly url: string; readonly startedByLoadtest: boolean; readonly serverArgs: readonly string[] };
-  readonly load: { readonly mode: 'concurrency'; readonly path: string; readonly durationS: number; readonly maxRequests: number; readonly warmupS: number; readonly multipartRatio: number };
+  readonly load: { readonly mode: 'concurrency' | 'binary-search'; readonly path: string; readonly durationS: number; readonly maxRequests: number; readonly warmupS: number; readonly multipartRatio: number };
   readonly payloads: { readonly count: number; readonly bytes: number; readonly sources: readonly string[] };
   readonly budget: Budget | null;
   readonly goodputLimits: { readonly maxLatencyMs: number | null; readonly maxBitflops: number | null };
@@ -47,6 +47,7 @@ export function markdown(r: Report): string {
   out.push(`Load: POST ${r.load.path}, fixed connections for ${r.load.durationS} s per step (at most ${r.load.maxRequests} requests), ${r.load.warmupS} s warm-up not counted; ${r.payloads.count} payloads (${(r.payloads.bytes / 1e6).toFixed(1)} MB: ${r.payloads.sources.join(', ')}), ${pct(r.load.multipartRatio)} multipart.`);
   out.push('');
   if (r.budget === null) out.push('**No budget given**: figures only.');
+  else if (r.load.mode === 'binary-search') out.push(r.bestConnections !== null ? `**Highest load that met the budget: ${r.bestConnections} connections** (binary search).` : '**Budget missed** at the lowest load searched.');
   else out.push(r.met ? '**Budget met** by every step.' : '**Budget missed.**' + (r.bestConnections !== null ? ` Highest load that met it: ${r.bestConnections} connections.` : ''));
   out.push('', `Goodput counts 2xx responses with latency ≤ ${r.goodputLimits.maxLatencyMs ?? '∞'} ms and Bit-FLOPs ≤ ${r.goodputLimits.maxBitflops !== null ? fmt(r.goodputLimits.maxBitflops) : '∞'}.`, '');
   out.push('## Client side', '');

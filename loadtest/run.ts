@@ -1,6 +1,6 @@
 // npm run loadtest -- [options]: load a dqserve server with real images, measure latency, throughput,
 // goodput and Bit-FLOPs per request, compare with /metrics, check a budget file, write a report.
-// Exit status: 0 budget met (or no budget), 1 budget missed, 2 usage, budget-file or set-up error.
+// Exit status: 0 budget met (or no budget; with --search: at some load), 1 budget missed, 2 usage, budget-file or set-up error.
 import { cpus, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -46,6 +46,7 @@ export interface Options {
   testSetLimit: number;
   photos: boolean;
   multipartRatio: number;
+  search: boolean;
   budget?: string;
   out?: string;
   progress: boolean;
@@ -68,6 +69,7 @@ export function program(): Command {
     .addOption(new Option('--test-set-limit <n>', 'use the first n test images').argParser(bounded('test-set-limit', 1, 1_000_000, true)).default(2000))
     .option('--no-photos', `leave out ${join(DATA, 'photos')}`)
     .addOption(new Option('--multipart-ratio <r>', 'share of requests sent as multipart/form-data (the rest raw)').argParser(bounded('multipart-ratio', 0, 1, false)).default(0))
+    .option('--search', 'binary search between the lowest and highest --connections for the highest count that meets the budget', false)
     .option('--budget <file>', 'budget JSON (docs/loadtest.md); exit 1 when missed')
     .option('--out <dir>', 'report folder (default loadtest/results/<date>)')
     .option('--no-progress', 'no progress lines on stderr');
@@ -87,6 +89,24 @@ function checkUrl(url: string, allowRemote: boolean): string {
 
 class UsageError extends Error {}
 
+/**
+ * The highest n in [lo, hi] with meets(n), assuming meeting the budget is monotone in load (perf_analyzer's
+ * --binary-search assumes the same). lo first (if it misses, nothing will), then hi, then bisection:
+ * at most 2 + ⌈log2(hi − lo)⌉ steps (12 for 1…1024).
+ */
+export async function binarySearch(lo: number, hi: number, meets: (n: number) => Promise<boolean>): Promise<number | null> {
+  if (!(await meets(lo))) return null;
+  if (hi === lo || (await meets(hi))) return hi;
+  let good = lo;
+  let bad = hi;
+  while (bad - good > 1) {
+    const mid = Math.floor((good + bad) / 2);
+    if (await meets(mid)) good = mid;
+    else bad = mid;
+  }
+  return good;
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   const cmd = program().exitOverride();
   try {
@@ -102,6 +122,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   let budget: Budget | null = null;
   let server: ServerProcess | null = null;
   try {
+    if (o.search && (o.budget === undefined || o.connections.length !== 2)) throw new UsageError('--search needs --budget and --connections <lowest>,<highest>');
     budget = o.budget === undefined ? null : readBudget(o.budget);
     const target = o.url === undefined ? null : checkUrl(o.url, o.allowRemote);
     const payloads = await loadPayloads(
@@ -129,7 +150,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     const steps: StepReport[] = [];
     const samples: number[] = [];
-    for (const connections of o.connections) {
+    const step = async (connections: number): Promise<StepReport> => {
       const before = await scrapeOrNull(url);
       const client = await runStep({
         ...common,
@@ -143,21 +164,26 @@ export async function main(argv: readonly string[]): Promise<number> {
       const checks = budget
         ? checkBudget(budget, { latencyMs: client.latencyMs, throughputRps: client.throughputRps, errorRate: client.errorRate, meanBitflops: client.bitflops.mean, savings: client.savings, goodputRps: client.goodputRps })
         : [];
-      const step: StepReport = { client: clientFigures, server: before && after ? serverDelta(before, after) : null, checks, met: checks.every((c) => c.ok) };
-      steps.push(step);
+      const s: StepReport = { client: clientFigures, server: before && after ? serverDelta(before, after) : null, checks, met: checks.every((c) => c.ok) };
+      steps.push(s);
       log(
-        `${connections} connections: ${client.throughputRps.toFixed(1)} req/s, goodput ${client.goodputRps.toFixed(1)}/s, p50 ${client.latencyMs.p50.toFixed(1)} ms, p95 ${client.latencyMs.p95.toFixed(1)} ms, p99 ${client.latencyMs.p99.toFixed(1)} ms, errors ${client.failed}/${client.requests}${budget ? `: budget ${step.met ? 'met' : 'missed'}` : ''}`,
+        `${connections} connections: ${client.throughputRps.toFixed(1)} req/s, goodput ${client.goodputRps.toFixed(1)}/s, p50 ${client.latencyMs.p50.toFixed(1)} ms, p95 ${client.latencyMs.p95.toFixed(1)} ms, p99 ${client.latencyMs.p99.toFixed(1)} ms, errors ${client.failed}/${client.requests}${budget ? `: budget ${s.met ? 'met' : 'missed'}` : ''}`,
       );
-      if (step.server === null) log('warning: /metrics could not be scraped; no server-side figures');
-    }
-    const met = steps.every((s) => s.met);
+      if (s.server === null) log('warning: /metrics could not be scraped; no server-side figures');
+      return s;
+    };
+    if (o.search) await binarySearch(o.connections[0] as number, o.connections[o.connections.length - 1] as number, async (c) => (await step(c)).met);
+    else for (const connections of o.connections) await step(connections);
+    steps.sort((a, b) => a.client.connections - b.client.connections);
+    // A sweep passes when every step met the budget; a search when some load did.
+    const met = o.search ? steps.some((s) => s.met) : steps.every((s) => s.met);
     const passing = steps.filter((s) => s.met).map((s) => s.client.connections);
     const report: Report = {
       tool: 'dqserve loadtest',
       date: new Date().toISOString(),
       machine: { host: hostname(), cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version },
       target: { url, startedByLoadtest: server !== null, serverArgs },
-      load: { mode: 'concurrency', path: o.path, durationS: o.duration, maxRequests: o.maxRequests, warmupS: o.warmup, multipartRatio: o.multipartRatio },
+      load: { mode: o.search ? 'binary-search' : 'concurrency', path: o.path, durationS: o.duration, maxRequests: o.maxRequests, warmupS: o.warmup, multipartRatio: o.multipartRatio },
       payloads: { count: payloads.length, bytes: payloads.reduce((a, p) => a + p.bytes.length, 0), sources },
       budget,
       goodputLimits: limits,
@@ -168,12 +194,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     const out = resolve(o.out ?? join(REPO_ROOT, 'loadtest', 'results', report.date.replace(/[:.]/g, '-')));
     const files = writeReport(out, report, samples);
     process.stderr.write(`[loadtest] report: ${files.join(', ')}\n`);
+    if (o.search && budget !== null) process.stderr.write(`[loadtest] highest load that met the budget: ${report.bestConnections ?? 'none'} connections\n`);
     if (budget === null) return 0;
     if (met) {
       process.stderr.write('[loadtest] budget met\n');
       return 0;
     }
-    for (const s of steps.filter((x) => !x.met)) process.stderr.write(`\nbudget missed at ${s.client.connections} connections:\n${failureTable(s.checks)}\n`);
+    // A failed search missed already at its lowest load: that step explains why.
+    for (const s of o.search ? steps.slice(0, 1) : steps.filter((x) => !x.met)) process.stderr.write(`\nbudget missed at ${s.client.connections} connections:\n${failureTable(s.checks)}\n`);
     return 1;
   } catch (err) {
     if (err instanceof BudgetFileError || err instanceof UsageError) {

@@ -5,7 +5,7 @@ const M = { l: 70, r: 20, t: 40, b: 50 };
 const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd'];
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-const num = (x: number) => (Math.abs(x) >= 1e5 ? x.toExponential(2) : Number(x.toPrecision(3)).toString());
+const num = (x: number, digits = 3) => (Math.abs(x) >= 1e5 ? x.toExponential(digits - 1) : Number(x.toPrecision(digits)).toString());
 
 function frame(title: string, xLabel: string, yLabel: string, body: string, xTicks: Array<[number, string]>, yTicks: Array<[number, string]>): string {
   const ticks = [
@@ -43,7 +43,7 @@ export function histogramSvg(values: readonly number[], title: string, xLabel: s
   const bars = counts
     .map((c, i) => (c === 0 ? '' : `<rect x="${(M.l + i * bw).toFixed(1)}" y="${(M.t + ph - (c / top) * ph).toFixed(1)}" width="${(bw - 1).toFixed(1)}" height="${((c / top) * ph).toFixed(1)}" fill="${COLORS[0]}"><title>${num(lo + (i * (hi - lo)) / bins)}–${num(lo + ((i + 1) * (hi - lo)) / bins)}: ${c}</title></rect>`))
     .join('');
-  const xTicks = [0, 0.25, 0.5, 0.75, 1].map((f): [number, string] => [M.l + f * pw, num(lo + f * (hi - lo))]);
+  const xTicks = [0, 0.25, 0.5, 0.75, 1].map((f): [number, string] => [M.l + f * pw, num(lo + f * (hi - lo), 5)]);
   const yTicks = [0, 0.5, 1].map((f): [number, string] => [M.t + ph - f * ph, String(Math.round(f * top))]);
   return frame(title, xLabel, 'requests', bars, xTicks, yTicks);
 }

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { BudgetFileError, checkBudget, goodputLimits, parseBudget, type Measured } from '../../loadtest/budget.js';
 import { bodySequence, multipartBody } from '../../loadtest/payloads.js';
+import { binarySearch } from '../../loadtest/run.js';
 
 const measured: Measured = { latencyMs: { p50: 10, p95: 40, p99: 80 }, throughputRps: 200, errorRate: 0.02, meanBitflops: 1.2e9, savings: 0.05, goodputRps: 150 };
 
@@ -59,5 +60,16 @@ describe('payload mix', () => {
     expect(text).toContain('Content-Disposition: form-data; name="image"; filename="a_1.jpg"\r\nContent-Type: image/jpeg\r\n\r\n');
     expect(body.indexOf(payloads[0]!.bytes)).toBeGreaterThan(0);
     expect(text.endsWith(`\r\n--${boundary}--\r\n`)).toBe(true);
+  });
+});
+
+describe('binary search', () => {
+  it('finds the highest load that meets a monotone budget in few steps', async () => {
+    for (const [lo, hi, limit, expected] of [[1, 64, 37, 37], [1, 64, 64, 64], [1, 64, 0, null], [4, 4, 10, 4], [1, 1024, 1, 1]] as const) {
+      const tried: number[] = [];
+      const got = await binarySearch(lo, hi, async (n) => (tried.push(n), n <= limit));
+      expect(got).toBe(expected);
+      expect(tried.length).toBeLessThanOrEqual(2 + Math.ceil(Math.log2(hi - lo + 1)));
+    }
   });
 });

@@ -91,6 +91,31 @@ describe('npm run loadtest', () => {
     expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain('**Budget missed.**');
   }, 30_000);
 
+  it('--search finds the highest connection count that meets a latency budget', async () => {
+    // A 25 ms fake engine that runs one image at a time: latency grows with connections (≈ 25 ms × n), so a
+    // 90 ms p50 is met at 1 connection and missed at 8.
+    const budget = file('search.json', JSON.stringify({ latencyMs: { p50: 90 } }));
+    const out = join(dir, 'search');
+    const { code, stderr } = await loadtest([
+      ...QUICK.slice(0, 6), '--connections', '1,8', '--search', '--budget', budget, '--out', out,
+      '--server-args', '--engine fake --fake-engine-delay-ms 25 --max-batch-size 1 --instance-count 1',
+    ]);
+    expect(code, stderr).toBe(0);
+    const r = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
+    expect(r.load.mode).toBe('binary-search');
+    const tried = r.steps.map((s) => s.client.connections);
+    expect(tried).toEqual([...tried].sort((a, b) => a - b));
+    expect(tried[0]).toBe(1);
+    expect(tried).toContain(8);
+    expect(tried.length).toBeLessThanOrEqual(5);
+    expect(r.bestConnections).toBeGreaterThanOrEqual(1);
+    expect(r.bestConnections).toBeLessThan(8);
+    // Every probe at or below the answer met the budget, every one above missed it.
+    for (const s of r.steps) expect(s.met).toBe(s.client.connections <= r.bestConnections!);
+    expect(stderr).toContain(`highest load that met the budget: ${r.bestConnections} connections`);
+    expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain(`**Highest load that met the budget: ${r.bestConnections} connections** (binary search).`);
+  }, 45_000);
+
   it.each([
     ['not JSON', '{"latencyMs": ', /^loadtest: .*bad-0\.json: not valid JSON \(.+\)\n$/],
     ['a wrong type', '{"latencyMs": {"p95": "fast"}}', /^loadtest: .*bad-1\.json: \/latencyMs\/p95: Expected number\n$/],
