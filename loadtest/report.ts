@@ -57,7 +57,7 @@ export function markdown(r: Report): string {
     const c = s.client;
     out.push(`| ${c.connections} | ${c.throughputRps.toFixed(1)} | ${c.goodputRps.toFixed(1)} | ${ms(c.latencyMs.p50)} | ${ms(c.latencyMs.p90)} | ${ms(c.latencyMs.p95)} | ${ms(c.latencyMs.p99)} | ${ms(c.latencyMs.max)} | ${c.requests} | ${c.failed} | ${pct(c.errorRate)} | ${opt(c.bitflops.mean)} | ${pct(c.savings)} |`);
   }
-  out.push('', '### Status codes', '', '| Concurrency | status codes | socket errors | timeouts |', '| --- | --- | --- | --- |');
+  out.push('', '### Status codes', '', '| Concurrency | status codes | socket errors (incl. timeouts) | timeouts |', '| --- | --- | --- | --- |');
   for (const s of r.steps) {
     const codes = Object.entries(s.client.statusCodes).map(([k, v]) => `${k}: ${v}`).join(', ') || '–';
     out.push(`| ${s.client.connections} | ${codes} | ${s.client.socketErrors} | ${s.client.timeouts} |`);

@@ -91,6 +91,26 @@ describe('npm run loadtest', () => {
     expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain('**Budget missed.**');
   }, 30_000);
 
+  it('counts 503s on both sides when the queue overflows', async () => {
+    // One image at a time, 40 ms each, a queue of 1: most of 8 connections' requests are refused with 503.
+    const out = join(dir, 'overflow');
+    const { code, stderr } = await loadtest([
+      ...QUICK.slice(0, 6), '--connections', '8', '--out', out,
+      '--server-args', '--engine fake --fake-engine-delay-ms 40 --max-batch-size 1 --instance-count 1 --max-queue-size 1',
+    ]);
+    expect(code, stderr).toBe(0); // no budget: figures only
+    const r = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
+    const { client: c, server: s } = r.steps[0]!;
+    const refused = c.statusCodes['503'] ?? 0;
+    expect(refused).toBeGreaterThan(0);
+    expect(c.ok).toBeGreaterThan(0);
+    expect(c.failed).toBe(refused);
+    expect(c.errorRate).toBeCloseTo(refused / c.requests, 9);
+    expect(s!.http503).toBeGreaterThanOrEqual(refused);
+    expect(s!.http503 - refused).toBeLessThanOrEqual(8);
+    expect(s!.failuresByReason['DQ_ERR_QUEUE_FULL']).toBe(s!.requestsFailed);
+  }, 30_000);
+
   it('--search finds the highest connection count that meets a latency budget', async () => {
     // A 25 ms fake engine that runs one image at a time: latency grows with connections (≈ 25 ms × n), so a
     // 90 ms p50 is met at 1 connection and missed at 8.
