@@ -74,7 +74,8 @@ export function goodputLimits(b: Budget): { maxLatencyMs: number | null; maxBitf
 
 /** What the check reads from a step's client figures. */
 export interface Measured {
-  readonly latencyMs: { readonly p50: number; readonly p95: number; readonly p99: number };
+  /** null when no request succeeded. */
+  readonly latencyMs: { readonly p50: number | null; readonly p95: number | null; readonly p99: number | null };
   readonly throughputRps: number;
   readonly errorRate: number;
   readonly meanBitflops: number | null;
@@ -94,7 +95,7 @@ export interface Check {
   readonly by: string;
 }
 
-/** Every limit the budget sets, checked against `m`. A figure that could not be measured (no successful response) fails. */
+/** Every limit the budget sets, checked against `m`. A figure that could not be measured (no successful response) fails: a run with no 2xx has no latency to pass a latency limit with. */
 export function checkBudget(b: Budget, m: Measured): Check[] {
   const out: Check[] = [];
   const add = (name: string, kind: 'max' | 'min', bound: number | undefined, measured: number | null, unit: string) => {

@@ -162,7 +162,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       const { bitflopsSamples, ...clientFigures } = client;
       for (const v of bitflopsSamples) if (samples.length < 200_000) samples.push(v);
       const checks = budget
-        ? checkBudget(budget, { latencyMs: client.latencyMs, throughputRps: client.throughputRps, errorRate: client.errorRate, meanBitflops: client.bitflops.mean, savings: client.savings, goodputRps: client.goodputRps })
+        ? checkBudget(budget, { latencyMs: client.ok > 0 ? client.latencyMs : { p50: null, p95: null, p99: null }, throughputRps: client.throughputRps, errorRate: client.errorRate, meanBitflops: client.bitflops.mean, savings: client.savings, goodputRps: client.goodputRps })
         : [];
       const s: StepReport = { client: clientFigures, server: before && after ? serverDelta(before, after) : null, checks, met: checks.every((c) => c.ok) };
       steps.push(s);

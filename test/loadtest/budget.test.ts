@@ -33,6 +33,8 @@ describe('budget', () => {
   it('fails a cost limit that could not be measured (no successful response)', () => {
     const [c] = checkBudget({ maxMeanBitflops: 1e9 }, { ...measured, meanBitflops: null });
     expect(c).toMatchObject({ ok: false, by: 'not measured' });
+    const [l] = checkBudget({ latencyMs: { p99: 100 } }, { ...measured, latencyMs: { p50: null, p95: null, p99: null } });
+    expect(l).toMatchObject({ name: 'latency p99', ok: false, by: 'not measured' });
   });
 
   it('defines goodput by the tightest latency limit and the mean Bit-FLOPs limit unless told otherwise', () => {
