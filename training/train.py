@@ -150,8 +150,9 @@ def train(cfg: TrainConfig) -> Path:
                           nesterov=True)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                    else None) if world > 1 else model
+    # In fp pretraining the PACT clip values (and nothing else) take no part in the loss.
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                    find_unused_parameters=cfg.precision == "fp") if world > 1 else model
     images, labels = train_set.images.to(device), train_set.labels.to(device)
     test_x, test_y = test_set.images.to(device), test_set.labels.to(device)
     n = len(labels)
