@@ -93,22 +93,21 @@ def cmd_evaluate(a) -> int:
     from . import cost
     from .checkpoint import load_model
     from .data import load_split
-    from .evaluate import evaluate
+    from .evaluate import evaluate, public
     from .plots import write_plots
 
     model, tc = load_model(a.checkpoint)
     test = load_split(a.data, "test").subset(a.limit)
     table = cost.attach_macs(model, tuple(test.images.shape[1:]))
-    ref = model.cfg.fixed_bits if model.precision.mode == "dynamic" else (model.precision.static_bits or 32)
-    ev = evaluate(model, table, test.images, test.labels, ref)
+    ev = evaluate(model, table, test.images, test.labels, cost.reference_bits(model))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if not a.no_plots:
         write_plots(ev, test, out)
-    public = {k: v for k, v in ev.items() if not k.startswith("_")}
-    (out / "eval.json").write_text(json.dumps(public, indent=1))
-    summary = {k: public[k] for k in ("images", "top1", "mean_bits", "savings_vs_reference")}
-    summary["bitflops_mean"] = public["bitflops"]["mean"]
+    report = public(ev)
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    summary = {k: report[k] for k in ("images", "top1", "mean_bits", "savings_vs_reference")}
+    summary["bitflops_mean"] = report["bitflops"]["mean"]
     print(json.dumps(summary))
     return 0
 

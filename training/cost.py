@@ -89,28 +89,41 @@ def attach_macs(model, input_size: Sequence[int]) -> List[Dict]:
     return table
 
 
-def fixed_bitflops(table: List[Dict], include_controller: bool = True) -> int:
+def deployed_bits(model) -> List[int]:
+    """The bit-widths a dynamic layer can run at as deployed: the controller's candidates, or the one static
+    width (32 for a full-precision model)."""
+    if model.precision.mode == "dynamic":
+        return list(model.cfg.candidates)
+    return [model.precision.static_bits or FP_BITS]
+
+
+def reference_bits(model) -> int:
+    """The bit-width savings are measured against: the target (fixed layers' bits) of a dynamic model."""
+    return model.cfg.fixed_bits if model.precision.mode == "dynamic" else deployed_bits(model)[0]
+
+
+def fixed_bitflops(table: List[Dict]) -> int:
     """Bit-FLOPs of everything that is not dynamic (a constant per image)."""
     total = 0
     for r in table:
-        if r["kind"] == "dynamic" or (r["kind"] == "controller" and not include_controller):
+        if r["kind"] == "dynamic":
             continue
         total += r["macs"] * r["bits"] * r["bits"]
     return total
 
 
-def bitflops(table: List[Dict], plan: Sequence[int], include_controller: bool = True) -> int:
+def bitflops(table: List[Dict], plan: Sequence[int]) -> int:
     """Bit-FLOPs of one image given the bits of each dynamic layer, in table order."""
     dyn = [r for r in table if r["kind"] == "dynamic"]
     if len(plan) != len(dyn):
         raise ValueError(f"plan has {len(plan)} bit-widths for {len(dyn)} dynamic layers")
-    return fixed_bitflops(table, include_controller) + sum(r["macs"] * b * b for r, b in zip(dyn, plan))
+    return fixed_bitflops(table) + sum(r["macs"] * b * b for r, b in zip(dyn, plan))
 
 
-def bitflops_batch(table: List[Dict], bits: torch.Tensor, include_controller: bool = True) -> torch.Tensor:
+def bitflops_batch(table: List[Dict], bits: torch.Tensor) -> torch.Tensor:
     """Per-image Bit-FLOPs for a (N, L) tensor of chosen bits (float64 to stay exact)."""
     dyn = torch.tensor([r["macs"] for r in table if r["kind"] == "dynamic"], dtype=torch.float64)
-    return fixed_bitflops(table, include_controller) + (bits.to(torch.float64) ** 2 * dyn).sum(1)
+    return fixed_bitflops(table) + (bits.to(torch.float64) ** 2 * dyn).sum(1)
 
 
 def dynamic_cost_ratio(model, onehot: torch.Tensor, target_bits: float) -> torch.Tensor:

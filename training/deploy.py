@@ -27,11 +27,15 @@ class Folded:
     mul: Optional[torch.Tensor]  # (C,) float32, exact path only
     clip: Optional[torch.Tensor]  # float32 scalar: input clip; None = input not quantized
     rate: Optional[torch.Tensor]  # float32 scalar: levels / clip
-    exact: bool  # integer operands: float32 accumulation is exact (b <= 7)
 
 
 def _f32(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float64).to(torch.float32)
+
+
+def clip_rate(clip: float, bits: int):
+    """The input quantizer's float32 constants: clip, and rate = (2^b - 1) / clip."""
+    return _f32(clip), _f32(levels(bits) / clip)
 
 
 @torch.no_grad()
@@ -40,17 +44,16 @@ def fold(conv, bn, bits: int) -> Folded:
     bias = _f32(bn.bias.double() - bn.running_mean.double() * scale)
     w = conv.weight.detach()
     if bits >= FP_BITS:
-        return Folded(_f32(w.double() * scale[:, None, None, None]), bias, None, None, None, False)
+        return Folded(_f32(w.double() * scale[:, None, None, None]), bias, None, None, None)
     n = levels(bits)
     if conv.act is None:  # an 8-bit stem: the normalised 8-bit image is its input, weights quantized only
-        return Folded(_f32(dorefa_weight(w, bits).double() * scale[:, None, None, None]), bias, None, None, None, False)
-    clip = float(conv.act.clip_value())
-    rate = _f32(n / clip)
+        return Folded(_f32(dorefa_weight(w, bits).double() * scale[:, None, None, None]), bias, None, None, None)
+    clip, rate = clip_rate(conv.act.clip_value(), bits)
     if bits >= 8:  # numerators up to +-255: products no longer sum exactly in float32
         wf = dorefa_weight(w, bits).double() * scale[:, None, None, None] / float(rate)
-        return Folded(_f32(wf), bias, None, _f32(clip), rate, False)
+        return Folded(_f32(wf), bias, None, clip, rate)
     mul = _f32(scale / (float(rate) * n))
-    return Folded(dorefa_weight_int(w, bits).to(torch.float32), bias, mul, _f32(clip), rate, True)
+    return Folded(dorefa_weight_int(w, bits).to(torch.float32), bias, mul, clip, rate)
 
 
 def quantize_levels(x: torch.Tensor, f: Folded) -> torch.Tensor:
@@ -69,5 +72,5 @@ def run(f: Folded, conv, x: torch.Tensor) -> torch.Tensor:
 
 def fake_quant(x: torch.Tensor, clip: float, bits: int) -> torch.Tensor:
     """The classifier's quantized input (8-bit first/last option): levels, then back to floats."""
-    rate = _f32(levels(bits) / clip)
-    return torch.round(torch.clamp(x, min=0.0, max=float(_f32(clip))) * rate.to(x)) / rate.to(x)
+    c, rate = clip_rate(clip, bits)
+    return torch.round(torch.clamp(x, min=0.0, max=c.item()) * rate.to(x)) / rate.to(x)

@@ -31,7 +31,7 @@ def predict(model, images_u8: torch.Tensor, knob: float = 0.0, batch: int = 500,
             bits.append(cands[choice.cpu()])
             ctrl.append(cl.float().cpu())
         else:
-            b = float(model.precision.static_bits or 32)
+            b = float(cost.deployed_bits(model)[0])
             bits.append(torch.full((len(x), len(model.dynamic_layers)), b))
     return torch.cat(outs), torch.cat(bits), (torch.cat(ctrl) if ctrl else None)
 
@@ -45,6 +45,11 @@ def accuracy(model, images_u8, labels) -> Dict:
         ratio = (bits.double() ** 2 * macs).sum(1) / (macs.sum() * model.cfg.fixed_bits ** 2)
         res.update(mean_bits=float(bits.mean()), cost_ratio=float(ratio.mean()))
     return res
+
+
+def public(ev: Dict) -> Dict:
+    """The report without the per-image arrays (keys starting with '_')."""
+    return {k: v for k, v in ev.items() if not k.startswith("_")}
 
 
 def _stats(v: np.ndarray) -> Dict:

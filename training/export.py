@@ -26,21 +26,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _public(ev: Dict) -> Dict:
-    return {k: v for k, v in ev.items() if not k.startswith("_")}
-
-
 def build_manifest(model, tc: Dict, table: List[Dict], ev: Dict, test: Split, name: str, version: int,
                    graph: Dict) -> Dict:
     mc = model.cfg
     dynamic = model.precision.mode == "dynamic"
     size = list(test.images.shape[2:])
     dyn_names = [r["name"] for r in table if r["kind"] == "dynamic"]
-    if dynamic:
-        candidates, reference = list(mc.candidates), mc.fixed_bits
-    else:
-        b = model.precision.static_bits or FP_BITS
-        candidates, reference = [b], b
+    candidates, reference = cost.deployed_bits(model), cost.reference_bits(model)
     plan = lambda b: [b] * len(dyn_names)  # noqa: E731
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "version": version,
@@ -90,7 +82,7 @@ def export_bundle(model, tc: Dict, test: Split, out: Path, name: str, version: i
     table = cost.attach_macs(model, input_size)
     model.eval()
     dynamic = model.precision.mode == "dynamic"
-    bits_list = list(model.cfg.candidates) if dynamic else [model.precision.static_bits or FP_BITS]
+    bits_list = cost.deployed_bits(model)
     onnx.save(stem_graph(model, input_size, kernel), out / "stem.onnx")
     steps, prev, li = [], "features", 0
     for s, stage in enumerate(model.stages[1:], start=2):
@@ -110,8 +102,7 @@ def export_bundle(model, tc: Dict, test: Split, out: Path, name: str, version: i
                 prev, li = layer, li + 1
     onnx.save(head_graph(model), out / "head.onnx")
     graph = {"stem": {"file": "stem.onnx"}, "steps": steps, "head": {"input": prev, "file": "head.onnx"}}
-    reference_bits = model.cfg.fixed_bits if dynamic else bits_list[0]
-    ev = evaluate(model, table, test.images, test.labels, reference_bits, knobs=KNOBS if dynamic else ())
+    ev = evaluate(model, table, test.images, test.labels, cost.reference_bits(model), knobs=KNOBS if dynamic else ())
     per = ev["_per_image"]
     index = {b: str(k) for k, b in enumerate(bits_list)}
     reference = {"images": ev["images"], "order": test.names, "top1": per["top1"].tolist(),

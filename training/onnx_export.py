@@ -1,6 +1,6 @@
 """Write the trained network as ONNX pieces (docs/model-bundle.md): stem (+ controller), one graph per
-(dynamic layer, candidate bits), head. Graphs are built node by node so that quantized convs become
-integer ConvInteger ops on DoReFa's exact integer levels, with BN folded into a per-channel scale and bias."""
+(dynamic layer, candidate bits), head. Graphs are built node by node from deploy.py's arithmetic: quantized
+convs on DoReFa's exact integer levels (float Conv or ConvInteger), BN folded into a per-channel scale and bias."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional
@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .layers import FP_BITS
 from . import deploy
-from .quant import dorefa_weight, levels
+from .quant import dorefa_weight
 
 OPSET = 13
 F32 = TensorProto.FLOAT
@@ -74,34 +74,28 @@ def conv_bn(g: Graph, x: str, conv, bn, bits: int, kernel: str = "float") -> str
     return g.op("Add", [y, g.const(f.bias.numpy().reshape(1, cout, 1, 1), "bias")])
 
 
-def _bits_of(layer, model) -> int:
-    if layer.kind == "fp" or model.precision.mode == "fp":
-        return FP_BITS
-    return layer.bits
+def block_fixed(g: Graph, x: str, block, kernel: str) -> str:
+    h = g.op("Relu", [conv_bn(g, x, block.conv1, block.bn1, block.conv1.static_bits(), kernel)])
+    return block_tail(g, h, x, block, block.conv2.static_bits(), kernel)
 
 
-def block_fixed(g: Graph, x: str, block, model, kernel: str) -> str:
-    h = g.op("Relu", [conv_bn(g, x, block.conv1, block.bn1, _bits_of(block.conv1, model), kernel)])
-    return block_tail(g, h, x, block, _bits_of(block.conv2, model), model, kernel)
-
-
-def block_tail(g: Graph, h: str, residual: str, block, bits: int, model, kernel: str, out: Optional[str] = None) -> str:
+def block_tail(g: Graph, h: str, residual: str, block, bits: int, kernel: str, out: Optional[str] = None) -> str:
     y = conv_bn(g, h, block.conv2, block.bn2, bits, kernel)
     if block.shortcut is not None:
         sc_conv, sc_bn = block.shortcut[0], block.shortcut[1]
-        residual = conv_bn(g, residual, sc_conv, sc_bn, _bits_of(sc_conv, model), kernel)
+        residual = conv_bn(g, residual, sc_conv, sc_bn, sc_conv.static_bits(), kernel)
     return g.op("Relu", [g.op("Add", [y, residual])], out=out)
 
 
 @torch.no_grad()
 def stem_graph(model, input_size, kernel: str = "float") -> onnx.ModelProto:
     g = Graph("stem")
-    x = conv_bn(g, "image", model.stem, model.stem_bn, _bits_of(model.stem, model), kernel)
+    x = conv_bn(g, "image", model.stem, model.stem_bn, model.stem.static_bits(), kernel)
     x = g.op("Relu", [x])
     if model.maxpool is not None:
         x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     for block in model.stages[0]:
-        x = block_fixed(g, x, block, model, kernel)
+        x = block_fixed(g, x, block, kernel)
     g.op("Identity", [x], out="features")
     outputs = {"features": ["N", None, None, None]}
     c = model.controller
@@ -124,7 +118,7 @@ def step_graph(model, block, which: str, bits: int, kernel: str = "float") -> on
     if which == "conv1":
         g.op("Relu", [conv_bn(g, "x", block.conv1, block.bn1, bits, kernel)], out="y")
         return g.model({"x": ["N", None, None, None]}, {"y": ["N", None, None, None]})
-    block_tail(g, "x", "residual", block, bits, model, kernel, out="y")
+    block_tail(g, "x", "residual", block, bits, kernel, out="y")
     return g.model({"x": ["N", None, None, None], "residual": ["N", None, None, None]}, {"y": ["N", None, None, None]})
 
 
@@ -133,12 +127,12 @@ def head_graph(model) -> onnx.ModelProto:
     g = Graph("head")
     h = g.op("Flatten", [g.op("GlobalAveragePool", ["x"])], axis=1)
     fc = model.fc
-    bits = _bits_of(fc, model)
+    bits = fc.static_bits()
     w = fc.weight.detach()
     if bits < FP_BITS:  # deploy.fake_quant, op for op
-        clip = float(deploy._f32(fc.act.clip_value()))
-        rate = g.const(deploy._f32(levels(bits) / fc.act.clip_value()).numpy(), "rate")
-        h = g.op("Clip", [h, g.const(np.array(0, np.float32), "zero"), g.const(np.array(clip, np.float32), "clip")])
+        clip, rate = deploy.clip_rate(fc.act.clip_value(), bits)
+        rate = g.const(rate.numpy(), "rate")
+        h = g.op("Clip", [h, g.const(np.array(0, np.float32), "zero"), g.const(clip.numpy(), "clip")])
         h = g.op("Div", [g.op("Round", [g.op("Mul", [h, rate])]), rate])
         w = dorefa_weight(w, bits)
     g.op("Gemm", [h, g.const(w.numpy(), "w"), g.const(fc.bias.detach().numpy(), "b")], out="logits", transB=1)
