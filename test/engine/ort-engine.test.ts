@@ -32,7 +32,8 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on models/resnet20_dq/1', () => {
     ref = JSON.parse(readFileSync(join(DYNAMIC_BUNDLE, 'reference.json'), 'utf8')) as Reference;
     const images = new Map((await cifarTest()).map((i) => [i.key, i.bytes]));
     inputs = [];
-    for (const key of ref.order) {
+    // The batching tests below use the first 132 images; the parity check reads the whole set itself.
+    for (const key of ref.order.slice(0, 132)) {
       const bytes = images.get(key);
       if (!bytes) throw new Error(`reference image ${key} is not in the test set`);
       inputs.push(await preprocess(bytes, manifest.input, { maxInputPixels: 1e6 }));
