@@ -7,9 +7,10 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { checkBudget, goodputLimits, readBudget, BudgetFileError, type Budget } from './budget.js';
 import { bodySequence, loadPayloads } from './payloads.js';
 import { failureTable, writeReport, type Report, type StepReport } from './report.js';
-import { scrapeOrNull, serverDelta } from './server-metrics.js';
+import { scrapeSettled, serverDelta } from './server-metrics.js';
 import { REPO_ROOT, spawnServer, type ServerProcess } from './server-process.js';
-import { runStep } from './step.js';
+import { runConnectionsStep, type StepOptions } from './fixed-connections.js';
+import { runRateStep } from './fixed-rate.js';
 
 const DATA = resolve(REPO_ROOT, '..', 'shared', 'data');
 const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
@@ -24,18 +25,26 @@ function bounded(name: string, min: number, max: number, integer: boolean) {
   };
 }
 
-function connectionList(v: string): number[] {
-  const parse = bounded('connections', 1, 1024, true);
-  const list = v.split(',').map((s) => parse(s));
-  if (list.length > 16) throw new InvalidArgumentError('at most 16 connection counts');
-  return [...new Set(list)].sort((a, b) => a - b);
+function list(name: string, min: number, max: number, integer: boolean) {
+  const parse = bounded(name, min, max, integer);
+  return (v: string): number[] => {
+    const values = v.split(',').map((s) => parse(s));
+    if (values.length > 16) throw new InvalidArgumentError(`at most 16 ${name} values`);
+    return [...new Set(values)].sort((a, b) => a - b);
+  };
 }
+
+/** Sockets the open-loop generator may open when --connections is not given with --rate. */
+const RATE_MAX_CONNECTIONS = 128;
+/** Generator lag (p99, ms) above which a step's latencies are flagged as partly the client's own. */
+const GENERATOR_LAG_WARN_MS = 5;
 
 export interface Options {
   url?: string;
   allowRemote: boolean;
   serverArgs: string;
   connections: number[];
+  rate?: number[];
   duration: number;
   warmup: number;
   maxRequests: number;
@@ -58,7 +67,8 @@ export function program(): Command {
     .option('--url <url>', 'target this server instead of starting one (loopback only unless --allow-remote)')
     .option('--allow-remote', 'allow a --url host other than 127.0.0.1/localhost/[::1]', false)
     .option('--server-args <flags>', 'flags for the server loadtest starts, space-separated (e.g. "--model resnet20_dq --max-batch-size 32")', '')
-    .addOption(new Option('-c, --connections <list>', 'concurrent connections; a comma-separated list runs one step per value (a sweep)').argParser(connectionList).default([8], '8'))
+    .addOption(new Option('-c, --connections <list>', `concurrent connections; a comma-separated list runs one step per value (a sweep); with --rate, one value: the most sockets the generator opens (default ${RATE_MAX_CONNECTIONS})`).argParser(list('connections', 1, 1024, true)).default([8], '8'))
+    .addOption(new Option('-r, --rate <list>', 'open loop: requests per second sent on schedule, latency from each intended send time; a comma-separated list runs a rate sweep').argParser(list('rate', 0.1, 100_000, false)))
     .addOption(new Option('-d, --duration <s>', 'seconds per step').argParser(bounded('duration', 1, 3600, false)).default(10))
     .addOption(new Option('--warmup <s>', 'seconds of unrecorded load before the first step (0: none)').argParser(bounded('warmup', 0, 600, false)).default(1))
     .addOption(new Option('--max-requests <n>', 'stop a step after this many requests').argParser(bounded('max-requests', 1, 10_000_000, true)).default(1_000_000))
@@ -69,7 +79,7 @@ export function program(): Command {
     .addOption(new Option('--test-set-limit <n>', 'use the first n test images').argParser(bounded('test-set-limit', 1, 1_000_000, true)).default(2000))
     .option('--no-photos', `leave out ${join(DATA, 'photos')}`)
     .addOption(new Option('--multipart-ratio <r>', 'share of requests sent as multipart/form-data (the rest raw)').argParser(bounded('multipart-ratio', 0, 1, false)).default(0))
-    .option('--search', 'binary search between the lowest and highest --connections for the highest count that meets the budget', false)
+    .option('--search', 'binary search between the two --connections (or --rate) values for the highest load that meets the budget', false)
     .option('--budget <file>', 'budget JSON (docs/loadtest.md); exit 1 when missed')
     .option('--out <dir>', 'report folder (default loadtest/results/<date>)')
     .option('--no-progress', 'no progress lines on stderr');
@@ -90,16 +100,16 @@ function checkUrl(url: string, allowRemote: boolean): string {
 class UsageError extends Error {}
 
 /**
- * The highest n in [lo, hi] with meets(n), assuming meeting the budget is monotone in load (perf_analyzer's
- * --binary-search assumes the same). lo first (if it misses, nothing will), then hi, then bisection:
- * at most 2 + ⌈log2(hi − lo)⌉ steps (12 for 1…1024).
+ * The highest n in [lo, hi] with meets(n), to within `gap`, assuming meeting the budget is monotone in load
+ * (perf_analyzer's --binary-search assumes the same). lo first (if it misses, nothing will), then hi, then
+ * bisection on integers: at most 2 + ⌈log2((hi − lo) / gap)⌉ steps (12 for 1…1024 connections).
  */
-export async function binarySearch(lo: number, hi: number, meets: (n: number) => Promise<boolean>): Promise<number | null> {
+export async function binarySearch(lo: number, hi: number, meets: (n: number) => Promise<boolean>, gap = 1): Promise<number | null> {
   if (!(await meets(lo))) return null;
   if (hi === lo || (await meets(hi))) return hi;
   let good = lo;
   let bad = hi;
-  while (bad - good > 1) {
+  while (bad - good > Math.max(1, gap)) {
     const mid = Math.floor((good + bad) / 2);
     if (await meets(mid)) good = mid;
     else bad = mid;
@@ -122,7 +132,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   let budget: Budget | null = null;
   let server: ServerProcess | null = null;
   try {
-    if (o.search && (o.budget === undefined || o.connections.length !== 2)) throw new UsageError('--search needs --budget and --connections <lowest>,<highest>');
+    // The load axis: connections (closed loop) or request rates (open loop, the connections a cap).
+    const openLoop = o.rate !== undefined;
+    if (openLoop && o.connections.length !== 1) throw new UsageError('with --rate, --connections takes one value: the most sockets the generator opens');
+    const maxConnections = openLoop && cmd.getOptionValueSource('connections') === 'default' ? RATE_MAX_CONNECTIONS : (o.connections[0] as number);
+    const loads = o.rate ?? o.connections;
+    const label = (n: number) => (openLoop ? `${n} req/s` : `${n} connections`);
+    if (o.search && (o.budget === undefined || loads.length !== 2)) throw new UsageError(`--search needs --budget and ${openLoop ? '--rate' : '--connections'} <lowest>,<highest>`);
     budget = o.budget === undefined ? null : readBudget(o.budget);
     const target = o.url === undefined ? null : checkUrl(o.url, o.allowRemote);
     const payloads = await loadPayloads(
@@ -144,64 +160,76 @@ export async function main(argv: readonly string[]): Promise<number> {
     const limits = budget ? goodputLimits(budget) : { maxLatencyMs: null, maxBitflops: null };
     const body = bodySequence(payloads, o.multipartRatio);
     const common = { url, path: o.path, maxRequests: o.maxRequests, timeoutS: o.timeout, body, goodput: limits };
+    const run = (load: number, durationS: number, onProgress?: StepOptions['onProgress']) =>
+      openLoop ? runRateStep({ ...common, durationS, onProgress, rateRps: load, maxConnections }) : runConnectionsStep({ ...common, durationS, onProgress, connections: load });
     if (o.warmup > 0) {
       log(`warm-up ${o.warmup} s`);
-      await runStep({ ...common, connections: o.connections[0] as number, durationS: o.warmup });
+      await run(loads[0] as number, o.warmup);
     }
     const steps: StepReport[] = [];
     const samples: number[] = [];
-    const step = async (connections: number): Promise<StepReport> => {
-      const before = await scrapeOrNull(url);
-      const client = await runStep({
-        ...common,
-        connections,
-        durationS: o.duration,
-        onProgress: (p) => log(`${connections} connections: ${p.elapsedS.toFixed(0)}/${o.duration} s, ${p.responses} responses (${(p.ok / p.elapsedS).toFixed(1)} ok/s), ${p.failed} failed`),
-      });
-      const after = await scrapeOrNull(url);
+    const step = async (load: number): Promise<StepReport> => {
+      const before = await scrapeSettled(url, o.timeout * 1000);
+      const client = await run(load, o.duration, (p) =>
+        log(`${label(load)}: ${p.elapsedS.toFixed(0)}/${o.duration} s, ${p.responses} responses (${(p.ok / p.elapsedS).toFixed(1)} ok/s), ${p.failed} failed`),
+      );
+      const after = await scrapeSettled(url, o.timeout * 1000);
       const { bitflopsSamples, ...clientFigures } = client;
       for (const v of bitflopsSamples) if (samples.length < 200_000) samples.push(v);
       const checks = budget
         ? checkBudget(budget, { latencyMs: client.ok > 0 ? client.latencyMs : { p50: null, p95: null, p99: null }, throughputRps: client.throughputRps, errorRate: client.errorRate, meanBitflops: client.bitflops.mean, savings: client.savings, goodputRps: client.goodputRps })
         : [];
-      const s: StepReport = { client: clientFigures, server: before && after ? serverDelta(before, after) : null, checks, met: checks.every((c) => c.ok) };
+      const s: StepReport = { load, client: clientFigures, server: before && after ? serverDelta(before, after) : null, checks, met: checks.every((c) => c.ok) };
       steps.push(s);
       log(
-        `${connections} connections: ${client.throughputRps.toFixed(1)} req/s, goodput ${client.goodputRps.toFixed(1)}/s, p50 ${client.latencyMs.p50.toFixed(1)} ms, p95 ${client.latencyMs.p95.toFixed(1)} ms, p99 ${client.latencyMs.p99.toFixed(1)} ms, errors ${client.failed}/${client.requests}${budget ? `: budget ${s.met ? 'met' : 'missed'}` : ''}`,
+        `${label(load)}: ${client.throughputRps.toFixed(1)} req/s, goodput ${client.goodputRps.toFixed(1)}/s, p50 ${client.latencyMs.p50.toFixed(1)} ms, p95 ${client.latencyMs.p95.toFixed(1)} ms, p99 ${client.latencyMs.p99.toFixed(1)} ms, errors ${client.failed}/${client.requests}${budget ? `: budget ${s.met ? 'met' : 'missed'}` : ''}`,
       );
+      if (client.generator && client.generator.lagP99Ms > GENERATOR_LAG_WARN_MS) log(`warning: the load generator sent requests up to ${client.generator.lagMaxMs.toFixed(0)} ms late (p99 ${client.generator.lagP99Ms.toFixed(1)} ms); latencies include that lag`);
+      if (client.stability.stable === false) log(`warning: not stable: the last three 1 s windows vary by ${(100 * (client.stability.maxDeviation ?? 0)).toFixed(0)}% (throughput or mean latency)`);
       if (s.server === null) log('warning: /metrics could not be scraped; no server-side figures');
       return s;
     };
-    if (o.search) await binarySearch(o.connections[0] as number, o.connections[o.connections.length - 1] as number, async (c) => (await step(c)).met);
-    else for (const connections of o.connections) await step(connections);
-    steps.sort((a, b) => a.client.connections - b.client.connections);
+    const [lo, hi] = [loads[0] as number, loads[loads.length - 1] as number];
+    // Rates are searched to 1/32 of the range (at most 7 steps), connections to one.
+    if (o.search) await binarySearch(lo, hi, async (n) => (await step(n)).met, openLoop ? (hi - lo) / 32 : 1);
+    else for (const load of loads) await step(load);
+    steps.sort((a, b) => a.load - b.load);
     // A sweep passes when every step met the budget; a search when some load did.
     const met = o.search ? steps.some((s) => s.met) : steps.every((s) => s.met);
-    const passing = steps.filter((s) => s.met).map((s) => s.client.connections);
+    const passing = steps.filter((s) => s.met).map((s) => s.load);
     const report: Report = {
       tool: 'dqserve loadtest',
       date: new Date().toISOString(),
       machine: { host: hostname(), cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version },
       target: { url, startedByLoadtest: server !== null, serverArgs },
-      load: { mode: o.search ? 'binary-search' : 'concurrency', path: o.path, durationS: o.duration, maxRequests: o.maxRequests, warmupS: o.warmup, multipartRatio: o.multipartRatio },
+      load: {
+        mode: openLoop ? 'request-rate' : 'concurrency',
+        search: o.search,
+        maxConnections: openLoop ? maxConnections : null,
+        path: o.path,
+        durationS: o.duration,
+        maxRequests: o.maxRequests,
+        warmupS: o.warmup,
+        multipartRatio: o.multipartRatio,
+      },
       payloads: { count: payloads.length, bytes: payloads.reduce((a, p) => a + p.bytes.length, 0), sources },
       budget,
       goodputLimits: limits,
       steps,
       met,
-      bestConnections: budget && passing.length ? Math.max(...passing) : null,
+      bestLoad: budget && passing.length ? Math.max(...passing) : null,
     };
     const out = resolve(o.out ?? join(REPO_ROOT, 'loadtest', 'results', report.date.replace(/[:.]/g, '-')));
     const files = writeReport(out, report, samples);
     process.stderr.write(`[loadtest] report: ${files.join(', ')}\n`);
-    if (o.search && budget !== null) process.stderr.write(`[loadtest] highest load that met the budget: ${report.bestConnections ?? 'none'} connections\n`);
+    if (o.search && budget !== null) process.stderr.write(`[loadtest] highest load that met the budget: ${report.bestLoad === null ? 'none' : label(report.bestLoad)}\n`);
     if (budget === null) return 0;
     if (met) {
       process.stderr.write('[loadtest] budget met\n');
       return 0;
     }
     // A failed search missed already at its lowest load: that step explains why.
-    for (const s of o.search ? steps.slice(0, 1) : steps.filter((x) => !x.met)) process.stderr.write(`\nbudget missed at ${s.client.connections} connections:\n${failureTable(s.checks)}\n`);
+    for (const s of o.search ? steps.slice(0, 1) : steps.filter((x) => !x.met)) process.stderr.write(`\nbudget missed at ${label(s.load)}:\n${failureTable(s.checks)}\n`);
     return 1;
   } catch (err) {
     if (err instanceof BudgetFileError || err instanceof UsageError) {

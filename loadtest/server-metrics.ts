@@ -24,9 +24,24 @@ export interface ServerDelta {
   readonly http503: number;
 }
 
-export async function scrapeOrNull(url: string): Promise<Sample[] | null> {
+/** HTTP responses the server has sent, leaving out its own /metrics scrapes. */
+const answered = (samples: readonly Sample[]) => value(samples, 'http_request_duration_seconds_count') - value(samples, 'http_request_duration_seconds_count', { route: '/metrics' });
+
+/**
+ * /metrics once the server has gone quiet: nothing queued and no new response across two scrapes `quietMs`
+ * apart (or `maxWaitMs` passed). A load step abandons its in-flight requests when it stops; scraping only
+ * after they have finished keeps them out of the next step's deltas. Null when /metrics cannot be read.
+ */
+export async function scrapeSettled(url: string, maxWaitMs: number, quietMs = 100): Promise<Sample[] | null> {
+  const deadline = performance.now() + maxWaitMs;
   try {
-    return await scrape(url);
+    let last = await scrape(url);
+    for (;;) {
+      await new Promise((r) => setTimeout(r, quietMs));
+      const now = await scrape(url);
+      if ((answered(now) === answered(last) && value(now, 'dqserve_pending_requests') === 0) || performance.now() > deadline) return now;
+      last = now;
+    }
   } catch {
     return null;
   }

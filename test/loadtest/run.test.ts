@@ -58,8 +58,9 @@ describe('npm run loadtest', () => {
     expect(c.goodputRps).toBeCloseTo(c.throughputRps, 6); // every request within the lenient limits
     expect(step!.checks.map((x) => x.name)).toEqual(['latency p50', 'latency p95', 'latency p99', 'throughput', 'error rate', 'mean Bit-FLOPs', 'savings', 'goodput']);
     expect(step!.checks.every((x) => x.ok)).toBe(true);
-    // Server-side truth: the server saw at least what the client counted (plus requests in flight at the stop),
-    // and its Bit-FLOPs sum covers the client's.
+    // Server-side truth: the server saw at least what the client counted, plus at most one request per
+    // connection left in flight when the step stopped (the warm-up's have settled before the first scrape);
+    // its Bit-FLOPs sum covers the client's.
     const s = step!.server!;
     expect(s.requestsOk).toBeGreaterThanOrEqual(c.ok);
     expect(s.requestsOk - c.ok).toBeLessThanOrEqual(4);
@@ -87,7 +88,7 @@ describe('npm run loadtest', () => {
     const r = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
     expect(r.met).toBe(false);
     expect(r.target.startedByLoadtest).toBe(false);
-    expect(r.bestConnections).toBeNull();
+    expect(r.bestLoad).toBeNull();
     expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain('**Budget missed.**');
   }, 30_000);
 
@@ -122,19 +123,74 @@ describe('npm run loadtest', () => {
     ]);
     expect(code, stderr).toBe(0);
     const r = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
-    expect(r.load.mode).toBe('binary-search');
-    const tried = r.steps.map((s) => s.client.connections);
+    expect(r.load).toMatchObject({ mode: 'concurrency', search: true, maxConnections: null });
+    const tried = r.steps.map((s) => s.load);
+    expect(r.steps.map((s) => s.client.connections)).toEqual(tried);
     expect(tried).toEqual([...tried].sort((a, b) => a - b));
     expect(tried[0]).toBe(1);
     expect(tried).toContain(8);
     expect(tried.length).toBeLessThanOrEqual(5);
-    expect(r.bestConnections).toBeGreaterThanOrEqual(1);
-    expect(r.bestConnections).toBeLessThan(8);
+    expect(r.bestLoad).toBeGreaterThanOrEqual(1);
+    expect(r.bestLoad).toBeLessThan(8);
     // Every probe at or below the answer met the budget, every one above missed it.
-    for (const s of r.steps) expect(s.met).toBe(s.client.connections <= r.bestConnections!);
-    expect(stderr).toContain(`highest load that met the budget: ${r.bestConnections} connections`);
-    expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain(`**Highest load that met the budget: ${r.bestConnections} connections** (binary search).`);
+    for (const s of r.steps) expect(s.met).toBe(s.load <= r.bestLoad!);
+    expect(stderr).toContain(`highest load that met the budget: ${r.bestLoad} connections`);
+    expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain(`**Highest load that met the budget: ${r.bestLoad} connections** (binary search).`);
   }, 45_000);
+
+  it('--rate runs an open-loop sweep: each step offered its rate, latency from intended send times, server deltas beside', async () => {
+    const budget = file('rate.json', JSON.stringify({ latencyMs: { p99: 5000 }, maxErrorRate: 0.01 }));
+    const out = join(dir, 'rate');
+    const { code, stderr } = await loadtest([...QUICK.slice(0, 6), '--rate', '40,20', '--server-args', '--engine fake', '--budget', budget, '--out', out]);
+    expect(code, stderr).toBe(0);
+    expect(stderr).toMatch(/\[loadtest\] 20 req\/s: [\d.]+ req\/s, goodput/);
+    const r = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
+    expect(r.load).toMatchObject({ mode: 'request-rate', search: false, maxConnections: 128 });
+    expect(r.steps.map((s) => s.load)).toEqual([20, 40]);
+    for (const { load, client: c, server: s } of r.steps) {
+      expect(c.offeredRps).toBe(load);
+      expect(c.requests).toBe(load * 2); // rate × duration, every one answered: nothing abandoned
+      expect(c.ok).toBe(c.requests);
+      expect(c.throughputRps).toBeGreaterThan(load * 0.8);
+      expect(c.throughputRps).toBeLessThanOrEqual(load * 1.01);
+      expect(c.generator!.peakInFlight).toBeGreaterThanOrEqual(1);
+      expect(s!.requestsOk).toBe(c.ok);
+      expect(s!.bitflops).toBeCloseTo(c.bitflops.total, -3);
+    }
+    const md = readFileSync(join(out, 'report.md'), 'utf8');
+    expect(md).toContain('open loop: requests sent on schedule at a fixed rate (at most 128 sockets)');
+    expect(md).toContain('| Request Rate | Inferences/Second | Goodput/s |');
+    expect(md).toContain('| Request Rate | sent late by, p99 ms | max ms | peak in flight |');
+    expect(readFileSync(join(out, 'latency-vs-load.svg'), 'utf8')).toContain('offered request rate (req/s)');
+  }, 30_000);
+
+  it('--search --rate finds the highest request rate that meets a latency budget', async () => {
+    // One image at a time, 25 ms each: about 40 req/s. Below that latency stays near 25 ms; above, open-loop
+    // arrivals queue without bound and the p95 climbs past the budget.
+    const budget = file('rate-search.json', JSON.stringify({ latencyMs: { p95: 150 } }));
+    const out = join(dir, 'rate-search');
+    const { code, stderr } = await loadtest([
+      '--duration', '2', '--warmup', '0.5', '--test-set-limit', '200', '--rate', '8,72', '--search', '--budget', budget, '--out', out,
+      '--server-args', '--engine fake --fake-engine-delay-ms 25 --max-batch-size 1 --instance-count 1',
+    ]);
+    expect(code, stderr).toBe(0);
+    const r = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
+    expect(r.load).toMatchObject({ mode: 'request-rate', search: true });
+    const tried = r.steps.map((s) => s.load);
+    expect(tried.slice(0, 1)).toEqual([8]);
+    expect(tried).toContain(72);
+    expect(tried.length).toBeLessThanOrEqual(7);
+    expect(r.bestLoad).toBeGreaterThanOrEqual(16);
+    expect(r.bestLoad).toBeLessThanOrEqual(48);
+    for (const s of r.steps) expect(s.met).toBe(s.load <= r.bestLoad!);
+    expect(stderr).toContain(`highest load that met the budget: ${r.bestLoad} req/s`);
+  }, 60_000);
+
+  it('--rate with a connection list is a usage error', async () => {
+    const { code, stderr } = await loadtest(['--url', server.url, '--rate', '10', '--connections', '1,2', '--out', join(dir, 'never')]);
+    expect(code).toBe(2);
+    expect(stderr).toBe('loadtest: with --rate, --connections takes one value: the most sockets the generator opens\n');
+  });
 
   it.each([
     ['not JSON', '{"latencyMs": ', /^loadtest: .*bad-0\.json: not valid JSON \(.+\)\n$/],

@@ -1,0 +1,182 @@
+// What one load step saw, request by request: the figures both load shapes (fixed connections, fixed
+// request rate) report. Latency into an HDR histogram (µs, 3 significant digits; autocannon's own result
+// has no p95), each 2xx response's Bit-FLOPs, status codes, failures, goodput, and one-second windows
+// for the stability verdict.
+import * as hdr from 'hdr-histogram-js';
+
+export interface Cost {
+  readonly bitflops: number;
+  readonly reference: number;
+}
+
+/** A 2xx response body's `bitflops` and `bitflops_reference` (null when absent or not JSON). */
+export function parseCost(status: number, body: string): Cost | null {
+  if (status < 200 || status >= 300) return null;
+  try {
+    const j = JSON.parse(body) as { bitflops?: unknown; bitflops_reference?: unknown };
+    return typeof j.bitflops === 'number' ? { bitflops: j.bitflops, reference: typeof j.bitflops_reference === 'number' ? j.bitflops_reference : 0 } : null;
+  } catch {
+    return null;
+  }
+}
+
+export interface GoodputLimits {
+  readonly maxLatencyMs: number | null;
+  readonly maxBitflops: number | null;
+}
+
+/** One second of a step: successful responses and their mean and p99 latency. */
+export interface Window {
+  readonly ok: number;
+  readonly meanMs: number | null;
+  readonly p99Ms: number | null;
+}
+
+export interface Stability {
+  /** perf_analyzer's rule: the last three full windows' throughput and mean latency each within ±tolerance of their mean. */
+  readonly stable: boolean | null;
+  readonly tolerance: number;
+  /** The largest relative deviation from the mean over those windows (throughput or mean latency). */
+  readonly maxDeviation: number | null;
+}
+
+export interface StepResult {
+  /** Connections: kept busy (closed loop), or the most the open-loop generator may open. */
+  readonly connections: number;
+  /** Open loop: the request rate offered (req/s); null for a fixed-connections step. */
+  readonly offeredRps: number | null;
+  readonly durationS: number;
+  /** Responses received (any status) + requests that failed without one (socket error, timeout). */
+  readonly requests: number;
+  readonly ok: number;
+  readonly failed: number;
+  readonly socketErrors: number;
+  readonly timeouts: number;
+  readonly statusCodes: Record<string, number>;
+  readonly throughputRps: number;
+  readonly errorRate: number;
+  /** Latency of successful (2xx) requests, ms. Open loop: from each request's intended send time. */
+  readonly latencyMs: { readonly mean: number; readonly p50: number; readonly p90: number; readonly p95: number; readonly p99: number; readonly max: number };
+  readonly bitflops: { readonly total: number; readonly referenceTotal: number; readonly mean: number | null; readonly p50: number | null; readonly p90: number | null; readonly p99: number | null; readonly max: number | null };
+  readonly savings: number | null;
+  readonly good: number;
+  readonly goodputRps: number;
+  readonly windows: Window[];
+  readonly stability: Stability;
+  /** Open loop: how late the generator sent requests (its own lag, part of every latency) and its peak in flight. */
+  readonly generator: { readonly lagP99Ms: number; readonly lagMaxMs: number; readonly peakInFlight: number } | null;
+  /** Per successful request's Bit-FLOPs, for the distribution plot. */
+  readonly bitflopsSamples: number[];
+}
+
+function quantile(sorted: readonly number[], q: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] as number;
+}
+
+export function stability(windows: readonly Window[], tolerance = 0.1): Stability {
+  const last = windows.slice(0, -1).slice(-3); // the final window is partial
+  if (last.length < 3 || last.some((w) => w.meanMs === null)) return { stable: null, tolerance, maxDeviation: null };
+  const dev = (xs: number[]) => {
+    const m = xs.reduce((a, x) => a + x, 0) / xs.length;
+    return m === 0 ? 0 : Math.max(...xs.map((x) => Math.abs(x - m) / m));
+  };
+  const maxDeviation = Math.max(dev(last.map((w) => w.ok)), dev(last.map((w) => w.meanMs as number)));
+  return { stable: maxDeviation <= tolerance, tolerance, maxDeviation };
+}
+
+export class StepRecorder {
+  // 1 µs .. 1 h, 3 significant digits.
+  private readonly latency = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
+  private readonly statusCodes: Record<string, number> = {};
+  private readonly samples: number[] = [];
+  private readonly perSecond: number[][] = [];
+  private bitflopsTotal = 0;
+  private referenceTotal = 0;
+  private good = 0;
+  responses = 0;
+  ok = 0;
+  socketErrors = 0;
+  timeouts = 0;
+
+  constructor(
+    private readonly goodput: GoodputLimits,
+    private readonly t0 = performance.now(),
+  ) {}
+
+  get failed(): number {
+    return this.responses + this.socketErrors - this.ok;
+  }
+
+  get elapsedS(): number {
+    return (performance.now() - this.t0) / 1000;
+  }
+
+  get settled(): number {
+    return this.responses + this.socketErrors;
+  }
+
+  response(status: number, cost: Cost | null, latencyMs: number): void {
+    this.responses++;
+    this.statusCodes[status] = (this.statusCodes[status] ?? 0) + 1;
+    if (status < 200 || status >= 300) return;
+    this.ok++;
+    this.latency.recordValue(Math.max(1, Math.round(latencyMs * 1000)));
+    const second = Math.floor((performance.now() - this.t0) / 1000);
+    (this.perSecond[second] ??= []).push(latencyMs);
+    if (cost) {
+      this.samples.push(cost.bitflops);
+      this.bitflopsTotal += cost.bitflops;
+      this.referenceTotal += cost.reference;
+    }
+    const latOk = this.goodput.maxLatencyMs === null || latencyMs <= this.goodput.maxLatencyMs;
+    const costOk = this.goodput.maxBitflops === null || (cost !== null && cost.bitflops <= this.goodput.maxBitflops);
+    if (latOk && costOk) this.good++;
+  }
+
+  /** A request that got no response: a socket error, or no answer within the timeout. */
+  failure(timedOut: boolean): void {
+    this.socketErrors++;
+    if (timedOut) this.timeouts++;
+  }
+
+  /** `minElapsedS`: an open-loop step spans at least its schedule (n requests at rate r: n/r s) for throughput. */
+  result(load: { connections: number; offeredRps: number | null }, generator: StepResult['generator'], minElapsedS = 0): StepResult {
+    const elapsedS = Math.max(this.elapsedS, minElapsedS);
+    const requests = this.settled;
+    const sorted = [...this.samples].sort((a, b) => a - b);
+    const ms = (q: number) => this.latency.getValueAtPercentile(q) / 1000;
+    const windows = Array.from(this.perSecond, (w = []) => ({ ok: w.length, meanMs: w.length ? w.reduce((a, x) => a + x, 0) / w.length : null, p99Ms: quantile([...w].sort((a, b) => a - b), 0.99) }));
+    const out: StepResult = {
+      ...load,
+      durationS: elapsedS,
+      requests,
+      ok: this.ok,
+      failed: this.failed,
+      socketErrors: this.socketErrors,
+      timeouts: this.timeouts,
+      statusCodes: this.statusCodes,
+      throughputRps: this.ok / elapsedS,
+      errorRate: requests === 0 ? 1 : this.failed / requests,
+      latencyMs: { mean: this.latency.mean / 1000, p50: ms(50), p90: ms(90), p95: ms(95), p99: ms(99), max: this.latency.maxValue / 1000 },
+      bitflops: {
+        total: this.bitflopsTotal,
+        referenceTotal: this.referenceTotal,
+        mean: sorted.length ? this.bitflopsTotal / sorted.length : null,
+        p50: quantile(sorted, 0.5),
+        p90: quantile(sorted, 0.9),
+        p99: quantile(sorted, 0.99),
+        max: sorted.length ? (sorted[sorted.length - 1] as number) : null,
+      },
+      savings: this.referenceTotal > 0 ? 1 - this.bitflopsTotal / this.referenceTotal : null,
+      good: this.good,
+      goodputRps: this.good / elapsedS,
+      windows,
+      stability: stability(windows),
+      generator,
+      bitflopsSamples: this.samples,
+    };
+    this.latency.destroy();
+    return out;
+  }
+}
