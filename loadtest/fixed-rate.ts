@@ -8,7 +8,7 @@
 import { Agent, request } from 'node:http';
 import * as hdr from 'hdr-histogram-js';
 import type { StepOptions } from './fixed-connections.js';
-import { parseCost, StepRecorder, type StepResult } from './recorder.js';
+import { parseCost, StepRecorder, windowSeconds, type StepResult } from './recorder.js';
 
 export interface RateStepOptions extends StepOptions {
   readonly rateRps: number;
@@ -23,7 +23,7 @@ export function runRateStep(o: RateStepOptions): Promise<StepResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: o.maxConnections });
   const lag = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
   const t0 = performance.now();
-  const rec = new StepRecorder(o.goodput, t0);
+  const rec = new StepRecorder(o.goodput, windowSeconds(o.durationS), t0);
   let sent = 0;
   let inFlight = 0;
   let peakInFlight = 0;

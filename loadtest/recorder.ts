@@ -1,7 +1,7 @@
 // What one load step saw, request by request: the figures both load shapes (fixed connections, fixed
 // request rate) report. Latency into an HDR histogram (µs, 3 significant digits; autocannon's own result
-// has no p95), each 2xx response's Bit-FLOPs, status codes, failures, goodput, and one-second windows
-// for the stability verdict.
+// has no p95), each 2xx response's Bit-FLOPs, status codes, failures, goodput, and windows (a quarter of
+// the step, at least a second) for the stability verdict.
 import * as hdr from 'hdr-histogram-js';
 
 export interface Cost {
@@ -25,9 +25,9 @@ export interface GoodputLimits {
   readonly maxBitflops: number | null;
 }
 
-/** One second of a step: successful responses and their mean and p99 latency. */
+/** A window of a step: its successful responses (per second) and their mean and p99 latency. */
 export interface Window {
-  readonly ok: number;
+  readonly okPerS: number;
   readonly meanMs: number | null;
   readonly p99Ms: number | null;
 }
@@ -61,8 +61,9 @@ export interface StepResult {
   readonly savings: number | null;
   readonly good: number;
   readonly goodputRps: number;
+  /** Seconds per stability window. */
+  readonly windowS: number;
   readonly windows: Window[];
-  readonly stability: Stability;
   /** Open loop: how late the generator sent requests (its own lag, part of every latency) and its peak in flight. */
   readonly generator: { readonly lagP99Ms: number; readonly lagMaxMs: number; readonly peakInFlight: number } | null;
   /** Per successful request's Bit-FLOPs, for the distribution plot. */
@@ -74,14 +75,14 @@ function quantile(sorted: readonly number[], q: number): number | null {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] as number;
 }
 
-export function stability(windows: readonly Window[], tolerance = 0.1): Stability {
+export function stability(windows: readonly Window[], tolerance: number): Stability {
   const last = windows.slice(0, -1).slice(-3); // the final window is partial
   if (last.length < 3 || last.some((w) => w.meanMs === null)) return { stable: null, tolerance, maxDeviation: null };
   const dev = (xs: number[]) => {
     const m = xs.reduce((a, x) => a + x, 0) / xs.length;
     return m === 0 ? 0 : Math.max(...xs.map((x) => Math.abs(x - m) / m));
   };
-  const maxDeviation = Math.max(dev(last.map((w) => w.ok)), dev(last.map((w) => w.meanMs as number)));
+  const maxDeviation = Math.max(dev(last.map((w) => w.okPerS)), dev(last.map((w) => w.meanMs as number)));
   return { stable: maxDeviation <= tolerance, tolerance, maxDeviation };
 }
 
@@ -90,7 +91,7 @@ export class StepRecorder {
   private readonly latency = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
   private readonly statusCodes: Record<string, number> = {};
   private readonly samples: number[] = [];
-  private readonly perSecond: number[][] = [];
+  private readonly perWindow: number[][] = [];
   private bitflopsTotal = 0;
   private referenceTotal = 0;
   private good = 0;
@@ -99,8 +100,10 @@ export class StepRecorder {
   socketErrors = 0;
   timeouts = 0;
 
+  // Windows of `windowS` seconds for the stability verdict.
   constructor(
     private readonly goodput: GoodputLimits,
+    private readonly windowS: number,
     private readonly t0 = performance.now(),
   ) {}
 
@@ -122,8 +125,7 @@ export class StepRecorder {
     if (status < 200 || status >= 300) return;
     this.ok++;
     this.latency.recordValue(Math.max(1, Math.round(latencyMs * 1000)));
-    const second = Math.floor((performance.now() - this.t0) / 1000);
-    (this.perSecond[second] ??= []).push(latencyMs);
+    (this.perWindow[Math.floor((performance.now() - this.t0) / 1000 / this.windowS)] ??= []).push(latencyMs);
     if (cost) {
       this.samples.push(cost.bitflops);
       this.bitflopsTotal += cost.bitflops;
@@ -146,7 +148,7 @@ export class StepRecorder {
     const requests = this.settled;
     const sorted = [...this.samples].sort((a, b) => a - b);
     const ms = (q: number) => this.latency.getValueAtPercentile(q) / 1000;
-    const windows = Array.from(this.perSecond, (w = []) => ({ ok: w.length, meanMs: w.length ? w.reduce((a, x) => a + x, 0) / w.length : null, p99Ms: quantile([...w].sort((a, b) => a - b), 0.99) }));
+    const windows = Array.from(this.perWindow, (w = []) => ({ okPerS: w.length / this.windowS, meanMs: w.length ? w.reduce((a, x) => a + x, 0) / w.length : null, p99Ms: quantile([...w].sort((a, b) => a - b), 0.99) }));
     const out: StepResult = {
       ...load,
       durationS: elapsedS,
@@ -171,8 +173,8 @@ export class StepRecorder {
       savings: this.referenceTotal > 0 ? 1 - this.bitflopsTotal / this.referenceTotal : null,
       good: this.good,
       goodputRps: this.good / elapsedS,
+      windowS: this.windowS,
       windows,
-      stability: stability(windows),
       generator,
       bitflopsSamples: this.samples,
     };
@@ -180,3 +182,6 @@ export class StepRecorder {
     return out;
   }
 }
+
+/** perf_analyzer measures in 5 s windows; a step here gets four windows, each at least a second. */
+export const windowSeconds = (durationS: number) => Math.max(1, durationS / 4);

@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fmt, type Budget, type Check } from './budget.js';
 import type { ServerDelta } from './server-metrics.js';
-import type { StepResult } from './recorder.js';
+import type { Stability, StepResult } from './recorder.js';
 import { histogramSvg, lineSvg } from './svg-plot.js';
 
 export interface StepReport {
@@ -12,6 +12,7 @@ export interface StepReport {
   readonly load: number;
   readonly client: Omit<StepResult, 'bitflopsSamples'>;
   readonly server: ServerDelta | null;
+  readonly stability: Stability;
   readonly checks: Check[];
   readonly met: boolean;
 }
@@ -50,7 +51,7 @@ export function failureTable(checks: readonly Check[]): string {
 
 const loadName = (r: Report) => (r.load.mode === 'request-rate' ? 'Request Rate' : 'Concurrency');
 const loadLabel = (r: Report, n: number) => (r.load.mode === 'request-rate' ? `${n} req/s` : `${n} connections`);
-const stable = (s: StepReport) => (s.client.stability.stable === null ? '–' : s.client.stability.stable ? 'yes' : `no (±${(100 * (s.client.stability.maxDeviation ?? 0)).toFixed(0)}%)`);
+const stable = (s: StepReport) => (s.stability.stable === null ? '–' : s.stability.stable ? 'yes' : `no (±${(100 * (s.stability.maxDeviation ?? 0)).toFixed(0)}%)`);
 
 export function markdown(r: Report): string {
   const out: string[] = [];
@@ -74,7 +75,7 @@ export function markdown(r: Report): string {
     const c = s.client;
     out.push(`| ${s.load} | ${c.throughputRps.toFixed(1)} | ${c.goodputRps.toFixed(1)} | ${ms(c.latencyMs.p50)} | ${ms(c.latencyMs.p90)} | ${ms(c.latencyMs.p95)} | ${ms(c.latencyMs.p99)} | ${ms(c.latencyMs.max)} | ${c.requests} | ${c.failed} | ${pct(c.errorRate)} | ${opt(c.bitflops.mean)} | ${pct(c.savings)} | ${stable(s)} |`);
   }
-  out.push('', '"stable": the last three full one-second windows have throughput and mean latency within ±10% of their mean (perf_analyzer\'s rule; – when the step is shorter than four seconds). An open-loop step above what the server sustains is never stable: its queue, and so its latency, grows.');
+  out.push('', '"stable": the last three full windows (a quarter of the step each, at least 1 s) have throughput and mean latency within ±${(100 * (r.steps[0]?.stability.tolerance ?? 0.1)).toFixed(0)}% of their mean (perf_analyzer\'s rule; – for steps under four seconds). An open-loop step above what the server sustains is never stable: its queue, and so its latency, grows.');
   if (r.load.mode === 'request-rate') {
     out.push('', '### Generator', '', `| ${L} | sent late by, p99 ms | max ms | peak in flight |`, '| --- | --- | --- | --- |');
     for (const s of r.steps) out.push(`| ${s.load} | ${ms(s.client.generator?.lagP99Ms)} | ${ms(s.client.generator?.lagMaxMs)} | ${s.client.generator?.peakInFlight ?? '–'} |`);

@@ -11,6 +11,7 @@ import { scrapeSettled, serverDelta } from './server-metrics.js';
 import { REPO_ROOT, spawnServer, type ServerProcess } from './server-process.js';
 import { runConnectionsStep, type StepOptions } from './fixed-connections.js';
 import { runRateStep } from './fixed-rate.js';
+import { stability } from './recorder.js';
 
 const DATA = resolve(REPO_ROOT, '..', 'shared', 'data');
 const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
@@ -59,6 +60,7 @@ export interface Options {
   budget?: string;
   out?: string;
   progress: boolean;
+  stabilityPercentage: number;
 }
 
 export function program(): Command {
@@ -82,6 +84,7 @@ export function program(): Command {
     .option('--search', 'binary search between the two --connections (or --rate) values for the highest load that meets the budget', false)
     .option('--budget <file>', 'budget JSON (docs/loadtest.md); exit 1 when missed')
     .option('--out <dir>', 'report folder (default loadtest/results/<date>)')
+    .addOption(new Option('--stability-percentage <p>', 'a step is stable when its last three windows\' throughput and mean latency are within ±p% of their mean').argParser(bounded('stability-percentage', 0, 1000, false)).default(10))
     .option('--no-progress', 'no progress lines on stderr');
 }
 
@@ -179,19 +182,20 @@ export async function main(argv: readonly string[]): Promise<number> {
       const checks = budget
         ? checkBudget(budget, { latencyMs: client.ok > 0 ? client.latencyMs : { p50: null, p95: null, p99: null }, throughputRps: client.throughputRps, errorRate: client.errorRate, meanBitflops: client.bitflops.mean, savings: client.savings, goodputRps: client.goodputRps })
         : [];
-      const s: StepReport = { load, client: clientFigures, server: before && after ? serverDelta(before, after) : null, checks, met: checks.every((c) => c.ok) };
+      const stable = stability(client.windows, o.stabilityPercentage / 100);
+      const s: StepReport = { load, client: clientFigures, server: before && after ? serverDelta(before, after) : null, stability: stable, checks, met: checks.every((c) => c.ok) };
       steps.push(s);
       log(
         `${label(load)}: ${client.throughputRps.toFixed(1)} req/s, goodput ${client.goodputRps.toFixed(1)}/s, p50 ${client.latencyMs.p50.toFixed(1)} ms, p95 ${client.latencyMs.p95.toFixed(1)} ms, p99 ${client.latencyMs.p99.toFixed(1)} ms, errors ${client.failed}/${client.requests}${budget ? `: budget ${s.met ? 'met' : 'missed'}` : ''}`,
       );
       if (client.generator && client.generator.lagP99Ms > GENERATOR_LAG_WARN_MS) log(`warning: the load generator sent requests up to ${client.generator.lagMaxMs.toFixed(0)} ms late (p99 ${client.generator.lagP99Ms.toFixed(1)} ms); latencies include that lag`);
-      if (client.stability.stable === false) log(`warning: not stable: the last three 1 s windows vary by ${(100 * (client.stability.maxDeviation ?? 0)).toFixed(0)}% (throughput or mean latency)`);
+      if (stable.stable === false) log(`warning: not stable: the last three ${client.windowS.toFixed(1)} s windows vary by ${(100 * (stable.maxDeviation ?? 0)).toFixed(0)}% (throughput or mean latency)`);
       if (s.server === null) log('warning: /metrics could not be scraped; no server-side figures');
       return s;
     };
     const [lo, hi] = [loads[0] as number, loads[loads.length - 1] as number];
     // Rates are searched to 1/32 of the range (at most 7 steps), connections to one.
-    if (o.search) await binarySearch(lo, hi, async (n) => (await step(n)).met, openLoop ? (hi - lo) / 32 : 1);
+    if (o.search) await binarySearch(lo, hi, async (n) => (await step(n)).met, openLoop ? Math.ceil((hi - lo) / 32) : 1);
     else for (const load of loads) await step(load);
     steps.sort((a, b) => a.load - b.load);
     // A sweep passes when every step met the budget; a search when some load did.

@@ -74,4 +74,14 @@ describe('binary search', () => {
       expect(tried.length).toBeLessThanOrEqual(2 + Math.ceil(Math.log2(hi - lo + 1)));
     }
   });
+
+  it('stops within the gap it is given: rates to 1/32 of the range in at most 7 steps', async () => {
+    for (const limit of [50, 51, 73, 494, 517, 799, 800]) {
+      const tried: number[] = [];
+      const got = await binarySearch(50, 800, async (n) => (tried.push(n), n <= limit), Math.ceil(750 / 32));
+      expect(got).toBeLessThanOrEqual(limit);
+      expect(limit - got!).toBeLessThanOrEqual(24);
+      expect(tried.length).toBeLessThanOrEqual(7);
+    }
+  });
 });

@@ -69,9 +69,11 @@ describe('open-loop request-rate step', () => {
 
 describe('stability', () => {
   it('judges the last three full windows (the final one is partial)', () => {
-    const w = (ok: number, meanMs: number) => ({ ok, meanMs, p99Ms: meanMs * 2 });
-    expect(stability([w(10, 5), w(100, 5), w(100, 5.2), w(104, 5), w(3, 90)])).toMatchObject({ stable: true });
-    expect(stability([w(100, 5), w(100, 10), w(100, 20), w(100, 40), w(3, 90)]).stable).toBe(false);
-    expect(stability([w(100, 5), w(100, 5), w(100, 5)]).stable).toBeNull();
+    const w = (okPerS: number, meanMs: number) => ({ okPerS, meanMs, p99Ms: meanMs * 2 });
+    expect(stability([w(10, 5), w(100, 5), w(100, 5.2), w(104, 5), w(3, 90)], 0.1)).toMatchObject({ stable: true });
+    expect(stability([w(10, 5), w(100, 5), w(100, 6), w(104, 5), w(3, 90)], 0.1)).toMatchObject({ stable: false });
+    expect(stability([w(10, 5), w(100, 5), w(100, 6), w(104, 5), w(3, 90)], 0.2)).toMatchObject({ stable: true });
+    expect(stability([w(100, 5), w(100, 10), w(100, 20), w(100, 40), w(3, 90)], 0.1).stable).toBe(false);
+    expect(stability([w(100, 5), w(100, 5), w(100, 5)], 0.1).stable).toBeNull();
   });
 });
