@@ -53,6 +53,8 @@ def _add_train(sub):
     p.add_argument("--cost-form", default="hinge", choices=["hinge", "abs", "square", "meanbit"])
     p.add_argument("--tau", type=float, default=1.0, help="Gumbel-softmax temperature")
     p.add_argument("--tau-end", type=float, help="anneal tau exponentially to this value")
+    p.add_argument("--diversity", type=float, default=0.0,
+                   help="weight of a term rewarding different bit choices across a batch's images (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-limit", type=int, help="use a class-balanced subset of this many training images")
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test images per epoch")
@@ -82,7 +84,7 @@ def cmd_train(a) -> int:
     cfg = TrainConfig(data=a.data, out=a.out, model=mc, precision=a.precision, bits=a.bits, init=a.init,
                       epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                       schedule=a.schedule, milestones=a.milestones, warmup_epochs=a.warmup_epochs, alpha=a.alpha,
-                      target_bits=a.target_bits, cost_form=a.cost_form, tau=a.tau, tau_end=a.tau_end, seed=a.seed,
+                      target_bits=a.target_bits, cost_form=a.cost_form, tau=a.tau, tau_end=a.tau_end, diversity=a.diversity, seed=a.seed,
                       train_limit=a.train_limit, eval_limit=a.eval_limit, device=a.device, amp=a.amp,
                       progress=not a.no_progress)
     print(train(cfg))

@@ -47,6 +47,8 @@ class TrainConfig:
     cost_form: str = "hinge"  # hinge | abs | square | meanbit
     tau: float = 1.0
     tau_end: Optional[float] = None  # exponential annealing from tau to tau_end over the run
+    # weight of the diversity term: minus the entropy of the batch's mean choice distribution, per layer
+    diversity: float = 0.0
     seed: int = 0
     train_limit: Optional[int] = None
     eval_limit: Optional[int] = None
@@ -101,6 +103,14 @@ def cost_loss(cfg: TrainConfig, model, onehot) -> torch.Tensor:
     if cfg.cost_form == "square":
         return cfg.alpha * r * r
     raise ValueError(f"unknown cost form {cfg.cost_form!r}")
+
+
+def diversity_loss(ctrl_logits: torch.Tensor) -> torch.Tensor:
+    """Minus the entropy of the batch-mean choice distribution, averaged over dynamic layers (0 when every image
+    picks the same candidate, -log K when the batch uses all K equally). Weighted by --diversity it counters the
+    controller's collapse to one bit plan for every image; which images get which bits is left to the task loss."""
+    m = F.softmax(ctrl_logits.float(), dim=-1).mean(0)
+    return (m * torch.log(m.clamp_min(1e-12))).sum(-1).mean()
 
 
 def make_model(cfg: TrainConfig):
@@ -179,10 +189,12 @@ def train(cfg: TrainConfig) -> Path:
             x = normalize(augment(images[idx], g))
             y = labels[idx]
             with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()):
-                logits, choice, _ = net(x, tau=tau_at(cfg, ep))
+                logits, choice, ctrl_logits = net(x, tau=tau_at(cfg, ep))
                 loss = F.cross_entropy(logits.float(), y)
                 if cfg.precision == "dynamic":
                     loss = loss + cost_loss(cfg, model, choice.float())
+                    if cfg.diversity:
+                        loss = loss + cfg.diversity * diversity_loss(ctrl_logits)
                     ratio_sum += float(cost.dynamic_cost_ratio(model, choice.float().detach(), cfg.target_bits)) * len(y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -25,6 +25,9 @@ case "$phase" in
     bg dq345_t4 $T --precision dynamic --candidates 3,4,5 --target-bits 4 --init runs/w4/model.pt --epochs 40 --lr 0.02 --out runs/dq345_t4
     bg dq23456_t4 $T --precision dynamic --candidates 2,3,4,5,6 --target-bits 4 --init runs/w4/model.pt --epochs 40 --lr 0.02 --out runs/dq23456_t4
     bg dq23456_t3 $T --precision dynamic --candidates 2,3,4,5,6 --target-bits 3 --init runs/w3/model.pt --epochs 40 --lr 0.02 --out runs/dq23456_t3
+    # against the controller collapsing to one plan (seen in the CPU runs): the batch-diversity term
+    bg dq345_t4_div $T --precision dynamic --candidates 3,4,5 --target-bits 4 --diversity 0.5 --init runs/w4/model.pt --epochs 40 --lr 0.02 --out runs/dq345_t4_div
+    bg dq23456_t4_div $T --precision dynamic --candidates 2,3,4,5,6 --target-bits 4 --diversity 0.5 --init runs/w4/model.pt --epochs 40 --lr 0.02 --out runs/dq23456_t4_div
     ;;
   export)
     for r in runs/dq* runs/w4; do

@@ -54,3 +54,20 @@ def test_imagenet_resnet18_small_scale():
     assert len(m.dynamic_layers) == 12 and ctrl.shape == (2, 12, 3) and logits.shape == (2, 10)
     logits.sum().backward()
     assert m.controller.fc2.weight.grad is not None
+
+
+def test_diversity_loss_is_zero_when_collapsed_and_minus_log_k_when_balanced():
+    from training.train import diversity_loss
+
+    collapsed = torch.tensor([[[9.0, -9.0, -9.0]]]).repeat(6, 4, 1)  # every image, every layer: candidate 0
+    assert abs(diversity_loss(collapsed).item()) < 1e-6
+    balanced = torch.stack([torch.roll(collapsed[0], i, dims=-1) for i in range(6)])  # 2 images per candidate
+    assert abs(diversity_loss(balanced).item() + torch.log(torch.tensor(3.0)).item()) < 1e-4
+    # its gradient moves a nearly collapsed batch apart: descending it lowers the loss
+    z = collapsed.clone() * 0.1
+    z[0, :, 1] += 0.5
+    z.requires_grad_(True)
+    before = diversity_loss(z)
+    before.backward()
+    after = diversity_loss(z.detach() - 1.0 * z.grad)
+    assert after.item() < before.item()
