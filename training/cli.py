@@ -1,4 +1,4 @@
-"""Command line: train, evaluate, export. Every failure the user can cause is one line on stderr, exit 2."""
+"""Command line: train, evaluate, export, compare. Every failure the user can cause is one line on stderr, exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -134,6 +134,14 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from .compare import compare
+
+    table = compare([Path(r) for r in a.runs], Path(a.out), a.reference_bits)
+    print(json.dumps({"runs": len(table), "out": a.out}))
+    return 0
+
+
 class UsageError(Exception):
     pass
 
@@ -155,13 +163,17 @@ def main(argv=None) -> int:
     p.add_argument("--static-bits", type=int, help="export a dynamic checkpoint with every dynamic layer at these bits")
     p.add_argument("--kernel", default="float", choices=list(KERNELS),
                    help="quantized convs as float Conv on integer values (exact, fast in onnxruntime) or ConvInteger")
+    p = sub.add_parser("compare", help="results table and accuracy vs Bit-FLOPs plot of evaluated runs")
+    p.add_argument("runs", nargs="+", help="train run folders, each evaluated into <run>/eval")
+    p.add_argument("--out", required=True, help="folder for results.md, results.json, accuracy_vs_bitflops.png")
+    p.add_argument("--reference-bits", type=int, default=4, help="the static run that savings are measured against")
     a = ap.parse_args(argv)
     import torch
 
     if "OMP_NUM_THREADS" not in os.environ:  # Debian's torch starts with one thread
         torch.set_num_threads(os.cpu_count() or 1)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export}[a.command](a)
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "compare": cmd_compare}[a.command](a)
     except (DataError, UsageError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

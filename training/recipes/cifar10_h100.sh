@@ -29,11 +29,14 @@ case "$phase" in
     bg dq345_t4_div $T --precision dynamic --candidates 3,4,5 --target-bits 4 --diversity 0.5 --init runs/w4/model.pt --epochs 40 --lr 0.02 --out runs/dq345_t4_div
     bg dq23456_t4_div $T --precision dynamic --candidates 2,3,4,5,6 --target-bits 4 --diversity 0.5 --init runs/w4/model.pt --epochs 40 --lr 0.02 --out runs/dq23456_t4_div
     ;;
-  export)
-    for r in runs/dq* runs/w4; do
+  export)  # evaluations in parallel, then the results table and plot for docs/results.md
+    for r in runs/fp runs/w* runs/dq*; do
       [ -f "$r/model.pt" ] || continue
       bg "eval-$(basename "$r")" python3 -m training evaluate --checkpoint "$r/model.pt" --data $D --out "$r/eval"
-    done ;;
+    done
+    for p in "${pids[@]}"; do wait "$p" || true; done
+    pids=()
+    python3 -m training compare $(for r in runs/fp runs/w* runs/dq*; do [ -f "$r/eval/eval.json" ] && echo "$r"; done) --out runs/results ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac
 rc=0

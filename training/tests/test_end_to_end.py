@@ -114,3 +114,28 @@ def test_ddp_two_cpu_processes(small_binary, tmp_path):
     log = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1  # only rank 0 writes
     assert (tmp_path / "ddp" / "model.pt").is_file()
+
+
+def test_compare_tables_and_plots_evaluated_runs(trained, small_binary, tmp_path):
+    common = ["--data", str(small_binary), "--arch", "resnet8", "--batch-size", "64", "--no-progress"]
+    run("train", "--out", str(trained / "w4"), "--precision", "static", "--bits", "4",
+        "--init", str(trained / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
+    # a run that was never evaluated is refused with the command that fixes it
+    r = subprocess.run([PY, "-m", "training", "compare", str(trained / "w4"), "--out", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "python3 -m training evaluate" in r.stderr
+    evs = {}
+    for name in ("dq", "w4"):
+        run("evaluate", "--checkpoint", str(trained / name / "model.pt"), "--data", str(small_binary),
+            "--out", str(trained / name / "eval"), "--no-plots")
+        evs[name] = json.loads((trained / name / "eval" / "eval.json").read_text())
+    run("compare", str(trained / "w4"), str(trained / "dq"), "--out", str(tmp_path))
+    table = {r["run"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert table["w4"]["what"] == "static 4-bit" and table["w4"]["vs_static"] is None
+    dq = table["dq"]
+    assert dq["what"] == "dynamic {3, 4, 5}, target 4" and dq["epochs"] == 1 and dq["top1"] == evs["dq"]["top1"]
+    assert dq["vs_static"]["savings"] == pytest.approx(1 - evs["dq"]["bitflops"]["mean"] / evs["w4"]["bitflops"]["mean"])
+    assert dq["vs_static"]["top1_change"] == pytest.approx(evs["dq"]["top1"] - evs["w4"]["top1"])
+    md = (tmp_path / "results.md").read_text()
+    assert md.count("\n") == 4 and f"| dq | dynamic {{3, 4, 5}}, target 4 | 1 |" in md
+    assert (tmp_path / "accuracy_vs_bitflops.png").stat().st_size > 1000

@@ -1,0 +1,107 @@
+"""Compare evaluated runs: the results table (top-1, mean Bit-FLOPs, savings and top-1 change against the static
+run at the reference bits) and the accuracy vs Bit-FLOPs plot (static curve, dynamic points, their knob sweeps).
+
+Each run is a `train` folder (config.json, log.jsonl) holding the `evaluate` output in <run>/eval/eval.json.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+
+def load_run(run: Path) -> Dict:
+    for f in ("config.json", "eval/eval.json"):
+        if not (run / f).is_file():
+            hint = f"; run: python3 -m training evaluate --checkpoint {run}/model.pt --out {run}/eval" if f.startswith("eval") else ""
+            raise FileNotFoundError(f"{run}: no {f}{hint}")
+    cfg = json.loads((run / "config.json").read_text())
+    ev = json.loads((run / "eval/eval.json").read_text())
+    log = run / "log.jsonl"
+    epochs = sum(1 for line in log.read_text().splitlines() if line.strip()) if log.is_file() else None
+    return {"name": run.name, "config": cfg, "eval": ev, "epochs_done": epochs}
+
+
+def describe(cfg: Dict) -> str:
+    m = cfg["model"]
+    if cfg["precision"] == "fp":
+        return "full precision"
+    if cfg["precision"] == "static":
+        return f"static {cfg['bits']}-bit"
+    extra = f", diversity {cfg['diversity']}" if cfg.get("diversity") else ""
+    return f"dynamic {{{', '.join(map(str, m['candidates']))}}}, target {cfg['target_bits']:g}{extra}"
+
+
+def rows(runs: List[Dict], reference_bits: int) -> List[Dict]:
+    """One row per run; `vs_static` compares with the static run at the reference bits, when there is one."""
+    ref: Optional[Dict] = next((r for r in runs if r["config"]["precision"] == "static" and r["config"]["bits"] == reference_bits), None)
+    out = []
+    for r in runs:
+        cfg, ev = r["config"], r["eval"]
+        row = {"run": r["name"], "what": describe(cfg), "precision": cfg["precision"], "bits": cfg.get("bits"),
+               "epochs": r["epochs_done"], "train_images": cfg.get("train_limit") or 50000, "top1": ev["top1"],
+               "bitflops_mean": ev["bitflops"]["mean"], "vs_static": None}
+        if ref is not None and r is not ref:
+            base = ref["eval"]
+            row["vs_static"] = {"run": ref["name"], "savings": 1 - ev["bitflops"]["mean"] / base["bitflops"]["mean"],
+                                "top1_change": ev["top1"] - base["top1"]}
+        if cfg["precision"] == "dynamic":
+            deciles = ev["accuracy_by_cost_decile"]
+            row["top1_cheapest_decile"], row["top1_costliest_decile"] = deciles[0]["top1"], deciles[-1]["top1"]
+        out.append(row)
+    return out
+
+
+def markdown(table: List[Dict], reference_bits: int) -> str:
+    head = (f"| run | what | epochs | train images | top-1 | mean Bit-FLOPs | vs static {reference_bits}-bit: savings | "
+            "top-1 change | top-1 cheapest / costliest decile |")
+    lines = [head, "|" + " --- |" * 9]
+    for r in table:
+        vs = r["vs_static"]
+        dec = (f"{100 * r['top1_cheapest_decile']:.1f}% / {100 * r['top1_costliest_decile']:.1f}%"
+               if "top1_cheapest_decile" in r else "–")
+        savings = "–" if vs is None else f"{100 * vs['savings']:+.1f}%"
+        change = "–" if vs is None else f"{100 * vs['top1_change']:+.2f} pt"
+        epochs = r["epochs"] if r["epochs"] is not None else "?"
+        lines.append(f"| {r['run']} | {r['what']} | {epochs} | {r['train_images']} | {100 * r['top1']:.2f}% | "
+                     f"{r['bitflops_mean'] / 1e9:.3f} G | {savings} | {change} | {dec} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: List[Dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    static = sorted((r for r in runs if r["config"]["precision"] == "static"), key=lambda r: r["config"]["bits"])
+    if static:
+        ax.plot([r["eval"]["bitflops"]["mean"] / 1e9 for r in static], [100 * r["eval"]["top1"] for r in static],
+                "s-", color="gray", label="static (separately trained)")
+        for r in static:
+            ax.annotate(f"{r['config']['bits']}b", (r["eval"]["bitflops"]["mean"] / 1e9, 100 * r["eval"]["top1"]),
+                        textcoords="offset points", xytext=(4, -10))
+    for r in (r for r in runs if r["config"]["precision"] == "dynamic"):
+        cal = r["eval"].get("calibration") or []
+        line, = ax.plot([c["mean_bitflops"] / 1e9 for c in cal], [100 * c["accuracy"] for c in cal], ":", alpha=.7)
+        ax.plot([r["eval"]["bitflops"]["mean"] / 1e9], [100 * r["eval"]["top1"]], "o", color=line.get_color(),
+                label=f"{r['name']} (knob 0; dotted: knob sweep)")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean Bit-FLOPs per image (G, log scale)")
+    ax.set_ylabel("top-1 (%)")
+    ax.grid(alpha=.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(run_dirs: List[Path], out: Path, reference_bits: int = 4) -> List[Dict]:
+    runs = [load_run(Path(d)) for d in run_dirs]
+    table = rows(runs, reference_bits)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(table, indent=1) + "\n")
+    (out / "results.md").write_text(markdown(table, reference_bits))
+    plot(runs, out / "accuracy_vs_bitflops.png")
+    return table
