@@ -3,7 +3,7 @@
 // so a slow server is offered less load: latency here is service time under that concurrency.
 import autocannon from 'autocannon';
 import type { Body } from './payloads.js';
-import { parseCost, StepRecorder, windowSeconds, type Cost, type GoodputLimits, type StepResult } from './recorder.js';
+import { parseCost, StepRecorder, type Cost, type GoodputLimits, type StepResult } from './recorder.js';
 
 export interface StepOptions {
   readonly url: string;
@@ -21,7 +21,7 @@ export interface StepOptions {
 }
 
 export function runConnectionsStep(o: StepOptions & { readonly connections: number }): Promise<StepResult> {
-  const rec = new StepRecorder(o.goodput, windowSeconds(o.durationS));
+  const rec = new StepRecorder(o.goodput, o.durationS);
   let next = 0;
   // onResponse (body) runs synchronously just before the 'response' event (latency) of the same request,
   // on the same client: this slot carries the parsed body from one to the other.

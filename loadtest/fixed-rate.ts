@@ -8,7 +8,7 @@
 import { Agent, request } from 'node:http';
 import * as hdr from 'hdr-histogram-js';
 import type { StepOptions } from './fixed-connections.js';
-import { parseCost, StepRecorder, windowSeconds, type StepResult } from './recorder.js';
+import { parseCost, StepRecorder, type StepResult } from './recorder.js';
 
 export interface RateStepOptions extends StepOptions {
   readonly rateRps: number;
@@ -17,13 +17,18 @@ export interface RateStepOptions extends StepOptions {
 }
 
 export function runRateStep(o: RateStepOptions): Promise<StepResult> {
-  const total = Math.min(o.maxRequests, Math.max(1, Math.floor(o.rateRps * o.durationS)));
+  if (!(o.rateRps > 0)) throw new RangeError(`rate must be positive, got ${o.rateRps}`);
+  // At least one request; the epsilon keeps 0.29 req/s × 100 s at 29.
+  const total = Math.min(o.maxRequests, Math.max(1, Math.floor(o.rateRps * o.durationS + 1e-9)));
   const intervalMs = 1000 / o.rateRps;
   const url = new URL(o.url);
-  const agent = new Agent({ keepAlive: true, maxSockets: o.maxConnections });
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1'); // [::1] -> ::1 for http.request
+  // Idle sockets close after 4 s, before the server's 10 s keep-alive does: a request sent at a low rate
+  // must not race the server closing its socket.
+  const agent = new Agent({ keepAlive: true, maxSockets: o.maxConnections, timeout: 4000 });
   const lag = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
   const t0 = performance.now();
-  const rec = new StepRecorder(o.goodput, windowSeconds(o.durationS), t0);
+  const rec = new StepRecorder(o.goodput, o.durationS, t0);
   let sent = 0;
   let inFlight = 0;
   let peakInFlight = 0;
@@ -53,7 +58,7 @@ export function runRateStep(o: RateStepOptions): Promise<StepResult> {
       };
       const b = o.body(i);
       const req = request(
-        { agent, host: url.hostname, port: url.port, method: 'POST', path: o.path, headers: { ...b.headers, 'content-length': String(b.body.length) } },
+        { agent, host, port: url.port, method: 'POST', path: o.path, headers: { ...b.headers, 'content-length': String(b.body.length) } },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));

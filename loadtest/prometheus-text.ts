@@ -25,8 +25,8 @@ export function value(samples: readonly Sample[], name: string, labels: Record<s
     .reduce((a, s) => a + s.value, 0);
 }
 
-export async function scrape(url: string): Promise<Sample[]> {
-  const res = await fetch(`${url}/metrics`);
+export async function scrape(url: string, timeoutMs = 10_000): Promise<Sample[]> {
+  const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(timeoutMs) });
   if (res.status !== 200) throw new Error(`/metrics answered ${res.status}`);
   return parseScrape(await res.text());
 }

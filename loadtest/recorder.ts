@@ -1,7 +1,7 @@
 // What one load step saw, request by request: the figures both load shapes (fixed connections, fixed
 // request rate) report. Latency into an HDR histogram (µs, 3 significant digits; autocannon's own result
 // has no p95), each 2xx response's Bit-FLOPs, status codes, failures, goodput, and windows (a quarter of
-// the step, at least a second) for the stability verdict.
+// the step, at least a second, by completion time) for the stability verdict.
 import * as hdr from 'hdr-histogram-js';
 
 export interface Cost {
@@ -61,8 +61,9 @@ export interface StepResult {
   readonly savings: number | null;
   readonly good: number;
   readonly goodputRps: number;
-  /** Seconds per stability window. */
+  /** Seconds per stability window, and how many windows the step's duration holds (later ones: after it). */
   readonly windowS: number;
+  readonly fullWindows: number;
   readonly windows: Window[];
   /** Open loop: how late the generator sent requests (its own lag, part of every latency) and its peak in flight. */
   readonly generator: { readonly lagP99Ms: number; readonly lagMaxMs: number; readonly peakInFlight: number } | null;
@@ -75,9 +76,15 @@ function quantile(sorted: readonly number[], q: number): number | null {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] as number;
 }
 
-export function stability(windows: readonly Window[], tolerance: number): Stability {
-  const last = windows.slice(0, -1).slice(-3); // the final window is partial
-  if (last.length < 3 || last.some((w) => w.meanMs === null)) return { stable: null, tolerance, maxDeviation: null };
+/**
+ * Judged on windows 1…3 of the step's four (the first holds the start-up; answers after the step's duration,
+ * an open loop's drain, fall beyond them). `fullWindows` < 4 (a step under four seconds): not judged. A
+ * judged window without a successful response is unstable.
+ */
+export function stability(windows: readonly Window[], fullWindows: number, tolerance: number): Stability {
+  if (fullWindows < 4) return { stable: null, tolerance, maxDeviation: null };
+  const last = Array.from({ length: 3 }, (_, i) => windows[fullWindows - 3 + i] ?? { okPerS: 0, meanMs: null, p99Ms: null });
+  if (last.some((w) => w.meanMs === null)) return { stable: false, tolerance, maxDeviation: null };
   const dev = (xs: number[]) => {
     const m = xs.reduce((a, x) => a + x, 0) / xs.length;
     return m === 0 ? 0 : Math.max(...xs.map((x) => Math.abs(x - m) / m));
@@ -95,17 +102,23 @@ export class StepRecorder {
   private bitflopsTotal = 0;
   private referenceTotal = 0;
   private good = 0;
+  private lastOkS = 0;
+  private readonly windowS: number;
+  private readonly fullWindows: number;
   responses = 0;
   ok = 0;
   socketErrors = 0;
   timeouts = 0;
 
-  // Windows of `windowS` seconds for the stability verdict.
+  /** `durationS`: the step's planned duration, cut into stability windows. */
   constructor(
     private readonly goodput: GoodputLimits,
-    private readonly windowS: number,
+    durationS: number,
     private readonly t0 = performance.now(),
-  ) {}
+  ) {
+    this.windowS = Math.max(1, durationS / 4); // perf_analyzer measures in 5 s windows; four per step here
+    this.fullWindows = Math.floor(durationS / this.windowS + 1e-9);
+  }
 
   get failed(): number {
     return this.responses + this.socketErrors - this.ok;
@@ -124,8 +137,9 @@ export class StepRecorder {
     this.statusCodes[status] = (this.statusCodes[status] ?? 0) + 1;
     if (status < 200 || status >= 300) return;
     this.ok++;
+    this.lastOkS = this.elapsedS;
     this.latency.recordValue(Math.max(1, Math.round(latencyMs * 1000)));
-    (this.perWindow[Math.floor((performance.now() - this.t0) / 1000 / this.windowS)] ??= []).push(latencyMs);
+    (this.perWindow[Math.floor(this.lastOkS / this.windowS)] ??= []).push(latencyMs);
     if (cost) {
       this.samples.push(cost.bitflops);
       this.bitflopsTotal += cost.bitflops;
@@ -142,9 +156,12 @@ export class StepRecorder {
     if (timedOut) this.timeouts++;
   }
 
-  /** `minElapsedS`: an open-loop step spans at least its schedule (n requests at rate r: n/r s) for throughput. */
-  result(load: { connections: number; offeredRps: number | null }, generator: StepResult['generator'], minElapsedS = 0): StepResult {
-    const elapsedS = Math.max(this.elapsedS, minElapsedS);
+  /**
+   * `scheduleS` (open loop: n requests at rate r, n/r s): throughput is over the schedule or up to the last
+   * successful answer, whichever is longer, so a request left to time out does not stretch the step.
+   */
+  result(load: { connections: number; offeredRps: number | null }, generator: StepResult['generator'], scheduleS?: number): StepResult {
+    const elapsedS = scheduleS === undefined ? this.elapsedS : Math.max(scheduleS, this.lastOkS);
     const requests = this.settled;
     const sorted = [...this.samples].sort((a, b) => a - b);
     const ms = (q: number) => this.latency.getValueAtPercentile(q) / 1000;
@@ -174,6 +191,7 @@ export class StepRecorder {
       good: this.good,
       goodputRps: this.good / elapsedS,
       windowS: this.windowS,
+      fullWindows: this.fullWindows,
       windows,
       generator,
       bitflopsSamples: this.samples,
@@ -183,5 +201,3 @@ export class StepRecorder {
   }
 }
 
-/** perf_analyzer measures in 5 s windows; a step here gets four windows, each at least a second. */
-export const windowSeconds = (durationS: number) => Math.max(1, durationS / 4);

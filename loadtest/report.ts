@@ -75,7 +75,7 @@ export function markdown(r: Report): string {
     const c = s.client;
     out.push(`| ${s.load} | ${c.throughputRps.toFixed(1)} | ${c.goodputRps.toFixed(1)} | ${ms(c.latencyMs.p50)} | ${ms(c.latencyMs.p90)} | ${ms(c.latencyMs.p95)} | ${ms(c.latencyMs.p99)} | ${ms(c.latencyMs.max)} | ${c.requests} | ${c.failed} | ${pct(c.errorRate)} | ${opt(c.bitflops.mean)} | ${pct(c.savings)} | ${stable(s)} |`);
   }
-  out.push('', '"stable": the last three full windows (a quarter of the step each, at least 1 s) have throughput and mean latency within ±${(100 * (r.steps[0]?.stability.tolerance ?? 0.1)).toFixed(0)}% of their mean (perf_analyzer\'s rule; – for steps under four seconds). An open-loop step above what the server sustains is never stable: its queue, and so its latency, grows.');
+  out.push('', `"stable": the step's last three quarters (by completion time) have throughput and mean latency within ±${(100 * (r.steps[0]?.stability.tolerance ?? 0.1)).toFixed(0)}% of their mean (perf_analyzer's rule; – for steps under four seconds). An open-loop step above what the server sustains is never stable: its queue, and so its latency, grows.`);
   if (r.load.mode === 'request-rate') {
     out.push('', '### Generator', '', `| ${L} | sent late by, p99 ms | max ms | peak in flight |`, '| --- | --- | --- | --- |');
     for (const s of r.steps) out.push(`| ${s.load} | ${ms(s.client.generator?.lagP99Ms)} | ${ms(s.client.generator?.lagMaxMs)} | ${s.client.generator?.peakInFlight ?? '–'} |`);

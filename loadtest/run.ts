@@ -103,17 +103,20 @@ function checkUrl(url: string, allowRemote: boolean): string {
 class UsageError extends Error {}
 
 /**
- * The highest n in [lo, hi] with meets(n), to within `gap`, assuming meeting the budget is monotone in load
- * (perf_analyzer's --binary-search assumes the same). lo first (if it misses, nothing will), then hi, then
- * bisection on integers: at most 2 + ⌈log2((hi − lo) / gap)⌉ steps (12 for 1…1024 connections).
+ * The highest n in [lo, hi] with meets(n), assuming meeting the budget is monotone in load (perf_analyzer's
+ * --binary-search assumes the same). lo first (if it misses, nothing will), then hi, then bisection until the
+ * bracket is at most `gap` wide: on integers (connections, gap 1: at most 2 + ⌈log2(hi − lo)⌉ steps, 12 for
+ * 1…1024), or on 0.1 steps (rates, gap (hi − lo)/32: at most 7 steps).
  */
-export async function binarySearch(lo: number, hi: number, meets: (n: number) => Promise<boolean>, gap = 1): Promise<number | null> {
+export async function binarySearch(lo: number, hi: number, meets: (n: number) => Promise<boolean>, gap = 1, integer = true): Promise<number | null> {
   if (!(await meets(lo))) return null;
   if (hi === lo || (await meets(hi))) return hi;
   let good = lo;
   let bad = hi;
-  while (bad - good > Math.max(1, gap)) {
-    const mid = Math.floor((good + bad) / 2);
+  // Rounding rates to 0.1 can leave the bracket up to 0.1 wider than exact halving would.
+  while (bad - good > gap + (integer ? 0 : 0.1)) {
+    const mid = integer ? Math.floor((good + bad) / 2) : Math.round(((good + bad) / 2) * 10) / 10;
+    if (mid <= good || mid >= bad) break; // the bracket cannot be split at this resolution
     if (await meets(mid)) good = mid;
     else bad = mid;
   }
@@ -182,7 +185,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       const checks = budget
         ? checkBudget(budget, { latencyMs: client.ok > 0 ? client.latencyMs : { p50: null, p95: null, p99: null }, throughputRps: client.throughputRps, errorRate: client.errorRate, meanBitflops: client.bitflops.mean, savings: client.savings, goodputRps: client.goodputRps })
         : [];
-      const stable = stability(client.windows, o.stabilityPercentage / 100);
+      const stable = stability(client.windows, client.fullWindows, o.stabilityPercentage / 100);
       const s: StepReport = { load, client: clientFigures, server: before && after ? serverDelta(before, after) : null, stability: stable, checks, met: checks.every((c) => c.ok) };
       steps.push(s);
       log(
@@ -195,7 +198,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     };
     const [lo, hi] = [loads[0] as number, loads[loads.length - 1] as number];
     // Rates are searched to 1/32 of the range (at most 7 steps), connections to one.
-    if (o.search) await binarySearch(lo, hi, async (n) => (await step(n)).met, openLoop ? Math.ceil((hi - lo) / 32) : 1);
+    if (o.search) await binarySearch(lo, hi, async (n) => (await step(n)).met, openLoop ? (hi - lo) / 32 : 1, !openLoop);
     else for (const load of loads) await step(load);
     steps.sort((a, b) => a.load - b.load);
     // A sweep passes when every step met the budget; a search when some load did.

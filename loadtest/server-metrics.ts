@@ -24,22 +24,25 @@ export interface ServerDelta {
   readonly http503: number;
 }
 
-/** HTTP responses the server has sent, leaving out its own /metrics scrapes. */
-const answered = (samples: readonly Sample[]) => value(samples, 'http_request_duration_seconds_count') - value(samples, 'http_request_duration_seconds_count', { route: '/metrics' });
+/** Requests the server has finished (pipeline outcomes) and HTTP responses it has sent, leaving out its own /metrics scrapes. */
+const finished = (samples: readonly Sample[]) =>
+  `${value(samples, 'dqserve_requests_total')}/${value(samples, 'http_request_duration_seconds_count') - value(samples, 'http_request_duration_seconds_count', { route: '/metrics' })}`;
 
 /**
- * /metrics once the server has gone quiet: nothing queued and no new response across two scrapes `quietMs`
- * apart (or `maxWaitMs` passed). A load step abandons its in-flight requests when it stops; scraping only
- * after they have finished keeps them out of the next step's deltas. Null when /metrics cannot be read.
+ * /metrics once the server has gone quiet: nothing queued and nothing finished across two scrapes `quietMs`
+ * apart (longer than a batch takes here), or `maxWaitMs` passed. A closed-loop step abandons its in-flight
+ * requests when it stops; scraping only after they have finished keeps them out of the next step's deltas.
+ * Null when /metrics cannot be read.
  */
-export async function scrapeSettled(url: string, maxWaitMs: number, quietMs = 100): Promise<Sample[] | null> {
+export async function scrapeSettled(url: string, maxWaitMs: number, quietMs = 250): Promise<Sample[] | null> {
   const deadline = performance.now() + maxWaitMs;
+  const timeout = () => Math.max(1000, Math.round(deadline - performance.now())); // AbortSignal.timeout takes an integer
   try {
-    let last = await scrape(url);
+    let last = await scrape(url, timeout());
     for (;;) {
       await new Promise((r) => setTimeout(r, quietMs));
-      const now = await scrape(url);
-      if ((answered(now) === answered(last) && value(now, 'dqserve_pending_requests') === 0) || performance.now() > deadline) return now;
+      const now = await scrape(url, timeout());
+      if ((finished(now) === finished(last) && value(now, 'dqserve_pending_requests') === 0) || performance.now() > deadline) return now;
       last = now;
     }
   } catch {

@@ -75,13 +75,15 @@ describe('binary search', () => {
     }
   });
 
-  it('stops within the gap it is given: rates to 1/32 of the range in at most 7 steps', async () => {
-    for (const limit of [50, 51, 73, 494, 517, 799, 800]) {
+  it('bisects rates on 0.1 steps to 1/32 of the range in at most 7 steps, also between fractional bounds', async () => {
+    for (const [lo, hi, limit] of [[50, 800, 50], [50, 800, 51], [50, 800, 494], [50, 800, 799], [10, 11.5, 10.7], [0.5, 2.5, 1.3], [0.2, 1.5, 0.2], [2.1, 3.2, 3]] as const) {
       const tried: number[] = [];
-      const got = await binarySearch(50, 800, async (n) => (tried.push(n), n <= limit), Math.ceil(750 / 32));
+      const gap = (hi - lo) / 32;
+      const got = await binarySearch(lo, hi, async (n) => (tried.push(n), n <= limit), gap, false);
       expect(got).toBeLessThanOrEqual(limit);
-      expect(limit - got!).toBeLessThanOrEqual(24);
+      expect(limit - got!).toBeLessThanOrEqual(gap + 0.1 + 1e-9);
       expect(tried.length).toBeLessThanOrEqual(7);
+      expect(Math.min(...tried)).toBeGreaterThanOrEqual(lo);
     }
   });
 });

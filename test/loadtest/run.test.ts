@@ -70,6 +70,7 @@ describe('npm run loadtest', () => {
     expect(s.meanQueueMs).not.toBeNull();
     const md = readFileSync(join(out, 'report.md'), 'utf8');
     expect(md).toContain('**Budget met** by every step.');
+    expect(md).toContain('have throughput and mean latency within ±10% of their mean');
     expect(md).toContain('| Concurrency | Inferences/Second | Goodput/s | p50 ms | p90 ms | p95 ms | p99 ms');
     expect(md).toMatch(/\| 4 \| 200: \d+ \| 0 \| 0 \|/);
     for (const svg of ['latency-vs-load.svg', 'bitflops-distribution.svg']) expect(readFileSync(join(out, svg), 'utf8')).toMatch(/^<svg [^>]*>[\s\S]*<\/svg>\n$/);
