@@ -47,6 +47,7 @@ def rows(runs: List[Dict], reference_bits: int) -> List[Dict]:
                                 "top1_change": ev["top1"] - base["top1"]}
         if cfg["precision"] == "dynamic":
             deciles = ev["accuracy_by_cost_decile"]
+            row["one_plan"] = ev["bitflops"]["min"] == ev["bitflops"]["max"]  # a collapsed controller: deciles are arbitrary
             row["top1_cheapest_decile"], row["top1_costliest_decile"] = deciles[0]["top1"], deciles[-1]["top1"]
         out.append(row)
     return out
@@ -58,8 +59,8 @@ def markdown(table: List[Dict], reference_bits: int) -> str:
     lines = [head, "|" + " --- |" * 9]
     for r in table:
         vs = r["vs_static"]
-        dec = (f"{100 * r['top1_cheapest_decile']:.1f}% / {100 * r['top1_costliest_decile']:.1f}%"
-               if "top1_cheapest_decile" in r else "–")
+        dec = ("–" if "one_plan" not in r else "one plan for every image" if r["one_plan"] else
+               f"{100 * r['top1_cheapest_decile']:.1f}% / {100 * r['top1_costliest_decile']:.1f}%")
         savings = "–" if vs is None else f"{100 * vs['savings']:+.1f}%"
         change = "–" if vs is None else f"{100 * vs['top1_change']:+.2f} pt"
         epochs = r["epochs"] if r["epochs"] is not None else "?"
@@ -88,6 +89,11 @@ def plot(runs: List[Dict], path: Path) -> None:
         ax.plot([r["eval"]["bitflops"]["mean"] / 1e9], [100 * r["eval"]["top1"]], "o", color=line.get_color(),
                 label=f"{r['name']} (knob 0; dotted: knob sweep)")
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("mean Bit-FLOPs per image (G, log scale)")
     ax.set_ylabel("top-1 (%)")
     ax.grid(alpha=.3, which="both")
