@@ -39,7 +39,8 @@ def rows(runs: List[Dict], reference_bits: int) -> List[Dict]:
     for r in runs:
         cfg, ev = r["config"], r["eval"]
         row = {"run": r["name"], "what": describe(cfg), "precision": cfg["precision"], "bits": cfg.get("bits"),
-               "epochs": r["epochs_done"], "train_images": cfg.get("train_limit") or 50000, "top1": ev["top1"],
+               "epochs": r["epochs_done"],
+               "init": Path(cfg["init"]).parent.name if cfg.get("init") else None, "train_images": cfg.get("train_limit") or 50000, "top1": ev["top1"],
                "bitflops_mean": ev["bitflops"]["mean"], "vs_static": None}
         if ref is not None and r is not ref:
             base = ref["eval"]
@@ -54,9 +55,9 @@ def rows(runs: List[Dict], reference_bits: int) -> List[Dict]:
 
 
 def markdown(table: List[Dict], reference_bits: int) -> str:
-    head = (f"| run | what | epochs | train images | top-1 | mean Bit-FLOPs | vs static {reference_bits}-bit: savings | "
+    head = (f"| run | what | epochs | from | train images | top-1 | mean Bit-FLOPs | vs static {reference_bits}-bit: savings | "
             "top-1 change | top-1 cheapest / costliest decile |")
-    lines = [head, "|" + " --- |" * 9]
+    lines = [head, "|" + " --- |" * 10]
     for r in table:
         vs = r["vs_static"]
         dec = ("–" if "one_plan" not in r else "one plan for every image" if r["one_plan"] else
@@ -64,7 +65,7 @@ def markdown(table: List[Dict], reference_bits: int) -> str:
         savings = "–" if vs is None else f"{100 * vs['savings']:+.1f}%"
         change = "–" if vs is None else f"{100 * vs['top1_change']:+.2f} pt"
         epochs = r["epochs"] if r["epochs"] is not None else "?"
-        lines.append(f"| {r['run']} | {r['what']} | {epochs} | {r['train_images']} | {100 * r['top1']:.2f}% | "
+        lines.append(f"| {r['run']} | {r['what']} | {epochs} | {r['init'] or 'scratch'} | {r['train_images']} | {100 * r['top1']:.2f}% | "
                      f"{r['bitflops_mean'] / 1e9:.3f} G | {savings} | {change} | {dec} |")
     return "\n".join(lines) + "\n"
 

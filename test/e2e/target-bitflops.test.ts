@@ -55,7 +55,7 @@ describe.skipIf(!hasDynamicBundle)('--target-bitflops (real bundle, 2,000 CIFAR-
   let target: number;
 
   beforeAll(async () => {
-    const { manifest } = await loadBundle(join(MODELS_DIR, 'resnet20_dq', '1'), { verifyChecksums: false });
+    const { manifest } = await loadBundle(join(MODELS_DIR, 'resnet20_dq', '2'), { verifyChecksums: false });
     calib = [...(manifest.calibration ?? [])].sort((a, b) => a.knob - b.knob);
     const means = calib.map((c) => c.mean_bitflops);
     // Inside the calibrated range: 40% of the way from the cheapest calibrated mean to the costliest.

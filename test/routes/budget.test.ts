@@ -10,6 +10,7 @@ describe.each(TEST_ENGINES)('per-request Bit-FLOPs cap (%s engine)', (_engine, o
   let server: RunningServer;
   let url: string;
   let name: string;
+  let version: string;
   let images: Buffer[];
   let min: number;
   let max: number;
@@ -20,6 +21,7 @@ describe.each(TEST_ENGINES)('per-request Bit-FLOPs cap (%s engine)', (_engine, o
     images = (await cifarSample(3)).map((i) => i.bytes);
     const p = server.registry.get();
     name = p.name;
+    version = String(p.version);
     min = p.minBitflops;
     max = p.cost.bitflops(p.dynamicLayers.map(() => 5));
     expect(min).toBe(p.cost.bitflops(p.dynamicLayers.map(() => 3)));
@@ -98,7 +100,7 @@ describe.each(TEST_ENGINES)('per-request Bit-FLOPs cap (%s engine)', (_engine, o
 
   it('counts budget events in /metrics and the stats', async () => {
     const s = await scrape(url);
-    const model = { model: name, version: '1' };
+    const model = { model: name, version };
     const belowReqs = value(s, 'dqserve_requests_total', { ...model, reason: 'DQ_ERR_BUDGET_BELOW_MINIMUM' });
     expect(belowReqs).toBe(3);
     expect(value(s, 'dqserve_budget_events_total', { ...model, event: 'below_minimum' })).toBe(3);
