@@ -1,6 +1,6 @@
 // The open-loop generator against a plain HTTP server whose behaviour we control: it keeps to the schedule,
 // and a server stall shows in the latencies of every request that arrived during it (no coordinated omission).
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runConnectionsStep } from '../../loadtest/fixed-connections.js';
@@ -13,22 +13,27 @@ const goodput = { maxLatencyMs: null, maxBitflops: null };
 let server: Server | null = null;
 afterEach(() => new Promise<void>((r) => (server ? server.close(() => r()) : r())));
 
-/** Answers at once with a cost, except that between `stallFrom` and `stallTo` ms after start it holds every answer until `stallTo`. */
-async function stallingServer(stallFrom: number, stallTo: number): Promise<string> {
+/** A plain HTTP server on 127.0.0.1 that reads each request, then calls `answer` with ms since the first one. */
+async function serve(answer: (res: ServerResponse, t: number) => void): Promise<string> {
   let t0 = 0;
   server = createServer((req, res) => {
     req.resume();
     req.on('end', () => {
       t0 ||= performance.now();
-      const t = performance.now() - t0;
-      const answer = () => res.end(JSON.stringify({ bitflops: 100, bitflops_reference: 200 }));
-      if (t >= stallFrom && t < stallTo) setTimeout(answer, stallTo - t);
-      else answer();
+      answer(res, performance.now() - t0);
     });
   });
   await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
   return `http://127.0.0.1:${(server!.address() as AddressInfo).port}`;
 }
+
+/** Answers at once with a cost, except that between `stallFrom` and `stallTo` ms it holds every answer until `stallTo`. */
+const stallingServer = (stallFrom: number, stallTo: number) =>
+  serve((res, t) => {
+    const answer = () => res.end(JSON.stringify({ bitflops: 100, bitflops_reference: 200 }));
+    if (t >= stallFrom && t < stallTo) setTimeout(answer, stallTo - t);
+    else answer();
+  });
 
 describe('open-loop request-rate step', () => {
   it('sends on schedule and measures from the intended send time, so a 1 s stall shows in a quarter of 4 s of requests', async () => {
@@ -62,15 +67,10 @@ describe('open-loop request-rate step', () => {
   }, 15_000);
 
   it('counts non-2xx answers as failures without latency or cost', async () => {
-    server = createServer((req, res) => {
-      req.resume();
-      req.on('end', () => {
-        res.statusCode = 415;
-        res.end('{"error":"not an image"}');
-      });
+    const url = await serve((res) => {
+      res.statusCode = 415;
+      res.end('{"error":"not an image"}');
     });
-    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const r = await runRateStep({ url, path: '/', durationS: 1, maxRequests: 10_000, timeoutS: 5, body, goodput, rateRps: 20, maxConnections: 4 });
     expect(r).toMatchObject({ requests: 20, ok: 0, failed: 20, errorRate: 1, statusCodes: { '415': 20 }, bitflopsSamples: [] });
   }, 10_000);
