@@ -51,7 +51,10 @@ export function failureTable(checks: readonly Check[]): string {
 
 const loadName = (r: Report) => (r.load.mode === 'request-rate' ? 'Request Rate' : 'Concurrency');
 const loadLabel = (r: Report, n: number) => (r.load.mode === 'request-rate' ? `${n} req/s` : `${n} connections`);
-const stable = (s: StepReport) => (s.stability.stable === null ? '–' : s.stability.stable ? 'yes' : `no (±${(100 * (s.stability.maxDeviation ?? 0)).toFixed(0)}%)`);
+const stable = (s: StepReport) => {
+  const { stable: ok, maxDeviation: dev } = s.stability;
+  return ok === null ? '–' : ok ? 'yes' : dev === null ? 'no (a window without answers)' : `no (±${(100 * dev).toFixed(0)}%)`;
+};
 
 export function markdown(r: Report): string {
   const out: string[] = [];

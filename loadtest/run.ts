@@ -192,7 +192,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         `${label(load)}: ${client.throughputRps.toFixed(1)} req/s, goodput ${client.goodputRps.toFixed(1)}/s, p50 ${client.latencyMs.p50.toFixed(1)} ms, p95 ${client.latencyMs.p95.toFixed(1)} ms, p99 ${client.latencyMs.p99.toFixed(1)} ms, errors ${client.failed}/${client.requests}${budget ? `: budget ${s.met ? 'met' : 'missed'}` : ''}`,
       );
       if (client.generator && client.generator.lagP99Ms > GENERATOR_LAG_WARN_MS) log(`warning: the load generator sent requests up to ${client.generator.lagMaxMs.toFixed(0)} ms late (p99 ${client.generator.lagP99Ms.toFixed(1)} ms); latencies include that lag`);
-      if (stable.stable === false) log(`warning: not stable: the last three ${client.windowS.toFixed(1)} s windows vary by ${(100 * (stable.maxDeviation ?? 0)).toFixed(0)}% (throughput or mean latency)`);
+      if (stable.stable === false) {
+        const w = `${client.windowS.toFixed(1)} s windows`;
+        log(`warning: not stable: ${stable.maxDeviation === null ? `one of the last three ${w} had no successful answer` : `the last three ${w} vary by ${(100 * stable.maxDeviation).toFixed(0)}% (throughput or mean latency)`}`);
+      }
       if (s.server === null) log('warning: /metrics could not be scraped; no server-side figures');
       return s;
     };
