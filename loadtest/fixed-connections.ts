@@ -3,7 +3,7 @@
 // so a slow server is offered less load: latency here is service time under that concurrency.
 import autocannon from 'autocannon';
 import type { Body } from './payloads.js';
-import { parseCost, StepRecorder, type Cost, type GoodputLimits, type StepResult } from './recorder.js';
+import { parseCost, reportProgress, StepRecorder, type Cost, type GoodputLimits, type Progress, type StepResult } from './recorder.js';
 
 export interface StepOptions {
   readonly url: string;
@@ -17,7 +17,7 @@ export interface StepOptions {
   /** Per-request limits that make a response count towards goodput (null: no limit). */
   readonly goodput: GoodputLimits;
   /** Called about once a second while the step runs. */
-  readonly onProgress?: (p: { elapsedS: number; responses: number; ok: number; failed: number }) => void;
+  readonly onProgress?: Progress;
 }
 
 export function runConnectionsStep(o: StepOptions & { readonly connections: number }): Promise<StepResult> {
@@ -73,7 +73,7 @@ export function runConnectionsStep(o: StepOptions & { readonly connections: numb
       rec.failure(err.message === 'request timed out');
       if (rec.settled >= o.maxRequests) stop();
     });
-    const progress = setInterval(() => o.onProgress?.({ elapsedS: rec.elapsedS, responses: rec.responses, ok: rec.ok, failed: rec.failed }), 1000);
+    const progress = reportProgress(rec, o.onProgress);
     // Belt and braces: autocannon stops at the duration; this bounds a step whose sockets hang.
     const watchdog = setTimeout(stop, (o.durationS + o.timeoutS + 5) * 1000);
   });

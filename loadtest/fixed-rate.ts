@@ -6,9 +6,8 @@
 // server answers and time each from its actual send, and its correction (autocannon 9,
 // recordValueWithExpectedInterval(latency, ceil(1/rate))) assumes a 1 ms interval whatever the rate.
 import { Agent, request } from 'node:http';
-import * as hdr from 'hdr-histogram-js';
 import type { StepOptions } from './fixed-connections.js';
-import { parseCost, StepRecorder, type StepResult } from './recorder.js';
+import { microsecondHistogram, parseCost, reportProgress, StepRecorder, type StepResult } from './recorder.js';
 
 export interface RateStepOptions extends StepOptions {
   readonly rateRps: number;
@@ -26,7 +25,7 @@ export function runRateStep(o: RateStepOptions): Promise<StepResult> {
   // Idle sockets close after 4 s, before the server's 10 s keep-alive does: a request sent at a low rate
   // must not race the server closing its socket.
   const agent = new Agent({ keepAlive: true, maxSockets: o.maxConnections, timeout: 4000 });
-  const lag = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
+  const lag = microsecondHistogram();
   const t0 = performance.now();
   const rec = new StepRecorder(o.goodput, o.durationS, t0);
   let sent = 0;
@@ -84,7 +83,7 @@ export function runRateStep(o: RateStepOptions): Promise<StepResult> {
       while (sent < due) send(sent++);
       if (sent < total) setTimeout(tick, Math.max(0, t0 + sent * intervalMs - performance.now()));
     };
-    const progress = setInterval(() => o.onProgress?.({ elapsedS: rec.elapsedS, responses: rec.responses, ok: rec.ok, failed: rec.failed }), 1000);
+    const progress = reportProgress(rec, o.onProgress);
     tick();
   });
 }

@@ -20,6 +20,16 @@ export function parseCost(status: number, body: string): Cost | null {
   }
 }
 
+/** Latencies in µs, 1 µs … 1 h, 3 significant digits. */
+export const microsecondHistogram = () => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
+
+export type Progress = (p: { elapsedS: number; responses: number; ok: number; failed: number }) => void;
+
+/** Calls `onProgress` with the recorder's counts once a second until the returned timer is cleared. */
+export function reportProgress(rec: StepRecorder, onProgress: Progress | undefined): NodeJS.Timeout {
+  return setInterval(() => onProgress?.({ elapsedS: rec.elapsedS, responses: rec.responses, ok: rec.ok, failed: rec.failed }), 1000);
+}
+
 export interface GoodputLimits {
   readonly maxLatencyMs: number | null;
   readonly maxBitflops: number | null;
@@ -94,8 +104,7 @@ export function stability(windows: readonly Window[], fullWindows: number, toler
 }
 
 export class StepRecorder {
-  // 1 µs .. 1 h, 3 significant digits.
-  private readonly latency = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
+  private readonly latency = microsecondHistogram();
   private readonly statusCodes: Record<string, number> = {};
   private readonly samples: number[] = [];
   private readonly perWindow: number[][] = [];
