@@ -39,6 +39,8 @@ def _add_train(sub):
     p.add_argument("--candidates", type=_bits_list, default=[3, 4, 5], help="dynamic candidate bit-widths")
     p.add_argument("--target-bits", type=float, default=4.0, help="B_tar as a bit-width; also the fixed layers' bits")
     p.add_argument("--first-last-bits", type=int, default=32, choices=[8, 32], help="stem conv and classifier")
+    p.add_argument("--controller-bits", type=int, default=32, choices=[*range(2, 9), 32],
+                   help="bit-width of the controller's two linear layers (32: full precision)")
     p.add_argument("--act", default="dorefa", choices=["dorefa", "pact"], help="activation quantizer")
     p.add_argument("--pact-init", type=float, default=6.0)
     p.add_argument("--init", help="checkpoint to start from (e.g. the fp or static phase's model.pt)")
@@ -80,7 +82,7 @@ def cmd_train(a) -> int:
     fixed = a.bits if a.precision == "static" else int(round(a.target_bits))
     cands = [a.bits] if a.precision == "static" else a.candidates
     mc = ModelConfig(arch=a.arch, candidates=cands, fixed_bits=fixed, first_last_bits=a.first_last_bits, act=a.act,
-                     pact_init=a.pact_init)
+                     pact_init=a.pact_init, controller_bits=a.controller_bits)
     cfg = TrainConfig(data=a.data, out=a.out, model=mc, precision=a.precision, bits=a.bits, init=a.init,
                       epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                       schedule=a.schedule, milestones=a.milestones, warmup_epochs=a.warmup_epochs, alpha=a.alpha,

@@ -1,7 +1,9 @@
 """The bit-controller: pooled first-stage features -> MLP -> one logit per (dynamic layer, candidate).
 
 Like the official code it shares the stem and first stage with the main network (dqnet-official.md §1).
-Unlike it, the MLP has a ReLU between its two layers (the official one is linear apart from dropout).
+Unlike it, the MLP has a ReLU between its two layers (the official one is linear apart from dropout), and it can
+run quantized (`bits` < 32): its inputs are unbounded pooled features, so its activations use PACT's learned
+clip whatever the network's own activation quantizer is (DoReFa's [0, 1] clamp would cut 39% of them).
 """
 from __future__ import annotations
 
@@ -9,17 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import FP_BITS, QLinear
+
 
 class BitController(nn.Module):
     def __init__(self, channels: int, pool: int, hidden: int, num_layers: int, num_candidates: int,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, bits: int = FP_BITS, pact_init: float = 6.0):
         super().__init__()
         self.pool = pool
         self.num_layers = num_layers
         self.num_candidates = num_candidates
-        self.fc1 = nn.Linear(channels * pool * pool, hidden)
+        q = dict(kind="fp") if bits >= FP_BITS else dict(kind="fixed", bits=bits, act="pact", pact_init=pact_init)
+        self.fc1 = QLinear(channels * pool * pool, hidden, **q)
         self.dropout = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden, num_layers * num_candidates)
+        self.fc2 = QLinear(hidden, num_layers * num_candidates, **q)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         h = features.shape[-1]

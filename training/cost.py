@@ -1,7 +1,7 @@
 """Bit-FLOPs, by the one definition in docs/bitflops.md.
 
 BitFLOPs(image) = sum over conv/linear layers of MACs x b_w x b_a; full-precision layers (and the
-controller) count at 32 x 32, fixed layers at their bits, dynamic layers at the bits chosen for the image.
+controller unless trained quantized) count at 32 x 32, fixed layers at their bits, dynamic layers at the bits chosen for the image.
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Dict, List, Sequence
 import torch
 from torch import nn
 
-from .layers import FP_BITS, QConv2d, QLinear
+from .layers import FP_BITS
 
-DEFINITION = ("sum over conv and linear layers of MACs x b_w x b_a (b_w = b_a = b); full-precision layers and "
-              "the controller at 32x32; BN, ReLU, adds and pooling not counted")
+DEFINITION = ("sum over conv and linear layers of MACs x b_w x b_a (b_w = b_a = b); full-precision layers (and a "
+              "full-precision controller) at 32x32; BN, ReLU, adds and pooling not counted")
 
 
 def _public_name(module_path: str) -> str:
@@ -33,6 +33,7 @@ def layer_table(model, input_size: Sequence[int]) -> List[Dict]:
     rows, hooks = [], []
     names = {m: _public_name(n) for n, m in model.named_modules()}
     dynamic = {m: n for n, m in model.dynamic_layers}
+    controller = set(model.controller.modules()) if model.controller is not None else set()
 
     def hook(mod, inp, out):
         x = inp[0]
@@ -45,10 +46,10 @@ def layer_table(model, input_size: Sequence[int]) -> List[Dict]:
             op, kernel, stride = "linear", None, None
         if mod in dynamic:
             kind, bits = "dynamic", None
-        elif isinstance(mod, (QConv2d, QLinear)):
-            kind, bits = mod.kind, (FP_BITS if mod.kind == "fp" or fp_model else mod.bits)
+        elif mod in controller:
+            kind, bits = "controller", mod.bits
         else:
-            kind, bits = "controller", FP_BITS
+            kind, bits = mod.kind, (FP_BITS if mod.kind == "fp" or fp_model else mod.bits)
         rows.append(dict(name=dynamic.get(mod, names[mod]), kind=kind, op=op, in_shape=list(x.shape[1:]),
                          out_shape=list(out.shape[1:]), kernel=kernel, stride=stride, bits=bits, macs=int(macs)))
 

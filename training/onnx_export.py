@@ -74,6 +74,20 @@ def conv_bn(g: Graph, x: str, conv, bn, bits: int, kernel: str = "float") -> str
     return g.op("Add", [y, g.const(f.bias.numpy().reshape(1, cout, 1, 1), "bias")])
 
 
+def linear(g: Graph, x: str, fc, out: Optional[str] = None) -> str:
+    """A QLinear (classifier or controller layer) as QLinear's evaluation computes it: a quantized one's input
+    through deploy.fake_quant op for op, its weights DoReFa's levels."""
+    bits = fc.static_bits()
+    w = fc.weight.detach()
+    if bits < FP_BITS:
+        clip, rate = deploy.clip_rate(fc.act.clip_value(), bits)
+        rate = g.const(rate.numpy(), "rate")
+        x = g.op("Clip", [x, g.const(np.array(0, np.float32), "zero"), g.const(clip.numpy(), "clip")])
+        x = g.op("Div", [g.op("Round", [g.op("Mul", [x, rate])]), rate])
+        w = dorefa_weight(w, bits)
+    return g.op("Gemm", [x, g.const(w.numpy(), "w"), g.const(fc.bias.detach().numpy(), "b")], out=out, transB=1)
+
+
 def block_fixed(g: Graph, x: str, block, kernel: str) -> str:
     h = g.op("Relu", [conv_bn(g, x, block.conv1, block.bn1, block.conv1.static_bits(), kernel)])
     return block_tail(g, h, x, block, block.conv2.static_bits(), kernel)
@@ -104,8 +118,7 @@ def stem_graph(model, input_size, kernel: str = "float") -> onnx.ModelProto:
         k = size // c.pool
         p = g.op("AveragePool", ["features"], kernel_shape=[k, k], strides=[k, k])
         h = g.op("Flatten", [p], axis=1)
-        h = g.op("Relu", [g.op("Gemm", [h, g.const(c.fc1.weight.numpy(), "w1"), g.const(c.fc1.bias.numpy(), "b1")], transB=1)])
-        h = g.op("Gemm", [h, g.const(c.fc2.weight.numpy(), "w2"), g.const(c.fc2.bias.numpy(), "b2")], transB=1)
+        h = linear(g, g.op("Relu", [linear(g, h, c.fc1)]), c.fc2)
         g.op("Reshape", [h, g.const(np.array([-1, c.num_layers, c.num_candidates], np.int64), "shape")],
              out="controller_logits")
         outputs["controller_logits"] = ["N", c.num_layers, c.num_candidates]
@@ -126,14 +139,5 @@ def step_graph(model, block, which: str, bits: int, kernel: str = "float") -> on
 def head_graph(model) -> onnx.ModelProto:
     g = Graph("head")
     h = g.op("Flatten", [g.op("GlobalAveragePool", ["x"])], axis=1)
-    fc = model.fc
-    bits = fc.static_bits()
-    w = fc.weight.detach()
-    if bits < FP_BITS:  # deploy.fake_quant, op for op
-        clip, rate = deploy.clip_rate(fc.act.clip_value(), bits)
-        rate = g.const(rate.numpy(), "rate")
-        h = g.op("Clip", [h, g.const(np.array(0, np.float32), "zero"), g.const(clip.numpy(), "clip")])
-        h = g.op("Div", [g.op("Round", [g.op("Mul", [h, rate])]), rate])
-        w = dorefa_weight(w, bits)
-    g.op("Gemm", [h, g.const(w.numpy(), "w"), g.const(fc.bias.detach().numpy(), "b")], out="logits", transB=1)
-    return g.model({"x": ["N", None, None, None]}, {"logits": ["N", fc.out_features]})
+    linear(g, h, model.fc, out="logits")
+    return g.model({"x": ["N", None, None, None]}, {"logits": ["N", model.fc.out_features]})

@@ -32,6 +32,7 @@ class ModelConfig:
     controller_pool: int = 8
     controller_hidden: int = 64
     controller_dropout: float = 0.2
+    controller_bits: int = FP_BITS  # 32: full precision, as in the official code
 
     def as_dict(self):
         return asdict(self)
@@ -99,7 +100,7 @@ class DQResNet(nn.Module):
         if cfg.controller and len(cfg.candidates) > 1:
             self.controller = ctl.BitController(widths[0], cfg.controller_pool, cfg.controller_hidden,
                                                 len(self.dynamic_layers), len(cfg.candidates),
-                                                cfg.controller_dropout)
+                                                cfg.controller_dropout, cfg.controller_bits, cfg.pact_init)
         self.precision = Precision("fp")
         for m in self.modules():
             if hasattr(m, "precision") and m is not self:

@@ -56,6 +56,7 @@ export const ManifestSchema = Type.Object({
     reference: Type.Integer({ minimum: 1, maximum: 32 }),
     fixed: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
     first_last: Type.Optional(Type.Integer()),
+    controller: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
   }),
   layers: Type.Array(LayerSchema, { minItems: 1 }),
   controller: Type.Optional(

@@ -71,3 +71,41 @@ def test_diversity_loss_is_zero_when_collapsed_and_minus_log_k_when_balanced():
     before.backward()
     after = diversity_loss(z.detach() - 1.0 * z.grad)
     assert after.item() < before.item()
+
+
+def test_quantized_controller_costs_its_bits_and_runs_on_its_levels():
+    from training.deploy import fake_quant
+    from training.quant import dorefa_weight
+
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(candidates=[3, 4, 5], controller_bits=8))
+    m.set_precision("dynamic")
+    table = cost.attach_macs(m, (3, 32, 32))
+    rows = [r for r in table if r["kind"] == "controller"]
+    assert [r["bits"] for r in rows] == [8, 8] and [r["macs"] for r in rows] == [1024 * 64, 64 * 36]
+    fp = build_model(ModelConfig(candidates=[3, 4, 5]))
+    fp.set_precision("dynamic")
+    fp_table = cost.attach_macs(fp, (3, 32, 32))
+    assert [r["bits"] for r in fp_table if r["kind"] == "controller"] == [32, 32]
+    # the 8-bit controller is a sixteenth of the full-precision one's Bit-FLOPs, nothing else changes
+    plan = [4] * 12
+    saved = sum(r["macs"] for r in rows) * (32 * 32 - 8 * 8)
+    assert cost.bitflops(fp_table, plan) - cost.bitflops(table, plan) == saved
+    # evaluation: inputs on 2^8 levels of the learned PACT clip, DoReFa weights
+    m.eval()
+    feats = torch.rand(4, 16, 32, 32) * 3
+    c = m.controller
+    x = torch.nn.functional.avg_pool2d(feats, 4).flatten(1)
+    h = torch.relu(torch.nn.functional.linear(fake_quant(x, c.fc1.act.clip_value(), 8), dorefa_weight(c.fc1.weight, 8), c.fc1.bias))
+    want = torch.nn.functional.linear(fake_quant(h, c.fc2.act.clip_value(), 8), dorefa_weight(c.fc2.weight, 8), c.fc2.bias)
+    assert torch.allclose(c(feats), want.view(4, 12, 3), atol=1e-6)
+    # the learned clips train: the controller's gradient reaches them
+    m.train()
+    m(torch.randn(8, 3, 32, 32))[2].square().sum().backward()
+    assert c.fc1.act.alpha.grad is not None and c.fc2.weight.grad is not None
+
+
+def test_full_precision_controller_keeps_its_checkpoint_keys():
+    """Checkpoints trained before --controller-bits existed load unchanged."""
+    keys = {k for k in build_model(ModelConfig(candidates=[3, 4, 5])).state_dict() if k.startswith("controller.")}
+    assert keys == {"controller.fc1.weight", "controller.fc1.bias", "controller.fc2.weight", "controller.fc2.bias"}

@@ -27,6 +27,8 @@ def trained(small_binary, tmp_path_factory):
     run("train", "--out", str(out / "fp"), "--epochs", "2", *common)
     run("train", "--out", str(out / "dq"), "--precision", "dynamic", "--init", str(out / "fp" / "model.pt"),
         "--epochs", "1", "--lr", "0.02", *common)
+    run("train", "--out", str(out / "dq8"), "--precision", "dynamic", "--controller-bits", "8", "--init",
+        str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
     return out
 
 
@@ -90,6 +92,22 @@ def test_export_bundle_and_parity_through_onnxruntime_node(trained, small_binary
     assert res["images"] == 400 and res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999
     assert res["logits_max_abs_diff"] < 0.25 and res["logits_within_1e4"] >= 0.95
     assert res["accuracy_engine"] == pytest.approx(m["metrics"]["top1"], abs=0.005)
+
+
+def test_8bit_controller_exports_its_levels_and_cost(trained, small_binary):
+    repo = trained / "models-c8"
+    run("export", "--checkpoint", str(trained / "dq8" / "model.pt"), "--data", str(small_binary), "--out", str(repo),
+        "--name", "tiny_dq8")
+    bundle = repo / "tiny_dq8" / "1"
+    m = json.loads((bundle / "manifest.json").read_text())
+    ctrl = [r for r in m["layers"] if r["kind"] == "controller"]
+    assert m["bits"]["controller"] == 8 and [r["bits"] for r in ctrl] == [8, 8]
+    fixed = sum(r["macs"] * r["bits"] ** 2 for r in m["layers"] if r["kind"] != "dynamic")
+    assert m["bitflops"]["fixed"] == fixed
+    # the controller's input quantizers are in the stem graph, and the engine reproduces its choices
+    assert {"Clip", "Round", "Div"} <= {n.op_type for n in onnx.load(bundle / "stem.onnx").graph.node}
+    res = _verify(bundle, small_binary)
+    assert res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999
 
 
 def test_export_refuses_to_overwrite(trained, small_binary):
