@@ -1,4 +1,4 @@
-"""Command line: train, evaluate, export, compare. Every failure the user can cause is one line on stderr, exit 2."""
+"""Command line: train, evaluate, export, compare, prepare. Every failure the user can cause is one line on stderr, exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -136,6 +136,13 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_prepare(a) -> int:
+    from .data import load_split
+
+    print(json.dumps({s: len(load_split(a.data, s).labels) for s in ("train", "test")}))
+    return 0
+
+
 def cmd_compare(a) -> int:
     from .compare import compare
 
@@ -169,13 +176,16 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", help="train run folders, each evaluated into <run>/eval")
     p.add_argument("--out", required=True, help="folder for results.md, results.json, accuracy_vs_bitflops.png")
     p.add_argument("--reference-bits", type=int, default=4, help="the static run that savings are measured against")
+    p = sub.add_parser("prepare", help="decode a data set's tarballs once into the cache (before parallel trainings)")
+    p.add_argument("--data", default="../shared/data/cifar10")
     a = ap.parse_args(argv)
     import torch
 
     if "OMP_NUM_THREADS" not in os.environ:  # Debian's torch starts with one thread
         torch.set_num_threads(os.cpu_count() or 1)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "compare": cmd_compare}[a.command](a)
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "compare": cmd_compare,
+                "prepare": cmd_prepare}[a.command](a)
     except (DataError, UsageError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

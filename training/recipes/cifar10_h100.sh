@@ -1,47 +1,75 @@
 #!/usr/bin/env bash
-# Issue #6's trainings on the lent H100, one phase per device call (each call <= 10 minutes), with the
-# project's own commands. Small models leave the GPU idle, so each phase runs its trainings as parallel processes.
+# Issue #6's trainings on the lent GPU, one phase per device call, with the project's own commands. Small
+# models leave the GPU idle, so each phase runs its trainings as parallel processes.
 #
 # Prepare here:   mkdir -p .device/cifar10 && cp ../shared/data/cifar10/{*.tar.gz,batches.meta.txt} .device/cifar10/
-# Each call:      carry [".device/cifar10", "runs"]; command: bash training/recipes/cifar10_h100.sh <phase>
-#                 then unpack $OUT/runs-<phase>.tar.xz into runs/ here, so the next call carries the checkpoints.
-# Phases:         fp | static | dynamic | export   (every training resumes from its last.pt if cut short)
+# Each call:      carry [".device/cifar10", "runs/gpu"]; command: bash training/recipes/cifar10_h100.sh <phase>;
+#                 timeout_s 600. Then, here: for f in <files_at>/*.tar.xz; do tar xJf "$f" -C runs/gpu; done
+#                 so that the next call carries the checkpoints (a run cut short resumes from its last.pt).
+# Phases:         fp | static | dynamic on the GPU; export here on the CPU (evaluation runs the deployed
+#                 arithmetic on the CPU wherever it runs, and costs no device minutes here).
+# Each training stops by itself DEADLINE seconds (default 510) after the phase starts, keeping its last
+# finished epoch, so the packing below always runs inside the device's 600-second limit; one archive per
+# run comes back (the device returns at most 8 files of 16 MiB), with last.pt only for unfinished runs.
+# SMOKE=1 runs every phase at toy size on the CPU (resnet8, 1 epoch, a few hundred images): a rehearsal.
 set -euo pipefail
 phase=${1:?phase: fp | static | dynamic | export}
-D=.device/cifar10
+D=${DATA:-.device/cifar10}
+R=runs/gpu
 OUT=${OUT:-/tmp/out}
-mkdir -p runs "$OUT"
-T="python3 -m training train --data $D --arch resnet20 --device cuda --amp --no-progress --batch-size 256"
-pids=()
-bg() { local name=$1; shift; echo "+ $*"; "$@" > "runs/$name.log" 2>&1 & pids+=($!); }
+DEADLINE=${DEADLINE:-510}
+mkdir -p "$R" "$OUT"
+run_args=(--device cuda --amp --batch-size 256)
+[ -n "${SMOKE:-}" ] && run_args=(--device cpu --arch resnet8 --batch-size 64 --epochs 1 --train-limit 640 --eval-limit 200)
+started=$SECONDS
+names=() pids=()
+train() {  # train NAME ARGS...: one training in the background, its own arguments before the run-wide ones
+  local name=$1; shift
+  local left=$((DEADLINE - (SECONDS - started)))
+  ((left >= 1)) || left=1  # past the deadline: stopped at once (timeout 0 would mean no limit)
+  echo "+ $name: $*"
+  mkdir -p "$R/$name"
+  timeout -s TERM "$left" python3 -m training train --data "$D" --arch resnet20 --no-progress --out "$R/$name" \
+    "$@" "${run_args[@]}" > "$R/$name.log" 2>&1 &
+  names+=("$name") pids+=($!)
+}
+# decode the JPEGs once (cached) before parallel trainings all try to
+python3 -m training prepare --data "$D"
 case "$phase" in
   fp)      # ~2.3 s/epoch alone on the H100 (device.md)
-    $T --out runs/fp --epochs 120 --lr 0.1 --warmup-epochs 2 ;;
-  static)  # six static baselines at once, ~4.8 s/epoch each; init from the fp model
+    train fp --epochs 120 --lr 0.1 --warmup-epochs 2 ;;
+  static)  # six static baselines at once, init from the fp model
     for b in 2 3 4 5 6 8; do
-      bg w$b $T --precision static --bits $b --init runs/fp/model.pt --epochs 60 --lr 0.02 --out runs/w$b
+      train w$b --precision static --bits $b --init $R/fp/model.pt --epochs 60 --lr 0.02
     done ;;
   dynamic) # the paper's setting and a wider candidate set at two targets; init from the static model at the target
-    bg dq345_t4 $T --precision dynamic --candidates 3,4,5 --target-bits 4 --init runs/w4/model.pt --epochs 40 --lr 0.02 --out runs/dq345_t4
-    bg dq23456_t4 $T --precision dynamic --candidates 2,3,4,5,6 --target-bits 4 --init runs/w4/model.pt --epochs 40 --lr 0.02 --out runs/dq23456_t4
-    bg dq23456_t3 $T --precision dynamic --candidates 2,3,4,5,6 --target-bits 3 --init runs/w3/model.pt --epochs 40 --lr 0.02 --out runs/dq23456_t3
+    d=(--precision dynamic --epochs 40 --lr 0.02)
+    train dq345_t4 "${d[@]}" --candidates 3,4,5 --target-bits 4 --init $R/w4/model.pt
+    train dq23456_t4 "${d[@]}" --candidates 2,3,4,5,6 --target-bits 4 --init $R/w4/model.pt
+    train dq23456_t3 "${d[@]}" --candidates 2,3,4,5,6 --target-bits 3 --init $R/w3/model.pt
     # against the controller collapsing to one plan (seen in the CPU runs): the batch-diversity term
-    bg dq345_t4_div $T --precision dynamic --candidates 3,4,5 --target-bits 4 --diversity 0.5 --init runs/w4/model.pt --epochs 40 --lr 0.02 --out runs/dq345_t4_div
-    bg dq23456_t4_div $T --precision dynamic --candidates 2,3,4,5,6 --target-bits 4 --diversity 0.5 --init runs/w4/model.pt --epochs 40 --lr 0.02 --out runs/dq23456_t4_div
+    train dq345_t4_div "${d[@]}" --candidates 3,4,5 --target-bits 4 --diversity 0.5 --init $R/w4/model.pt
+    # the paper's setting with an 8-bit controller (a sixteenth of the full-precision controller's Bit-FLOPs)
+    train dq345_t4_c8 "${d[@]}" --candidates 3,4,5 --target-bits 4 --controller-bits 8 --init $R/w4/model.pt
     ;;
-  export)  # evaluations in parallel, then the results table and plot for docs/results.md
-    for r in runs/fp runs/w* runs/dq*; do
+  export)  # here: evaluate every finished run, then the results table and plot for docs/results.md
+    runs=()
+    for r in "$R"/fp "$R"/w* "$R"/dq*; do
       [ -f "$r/model.pt" ] || continue
-      bg "eval-$(basename "$r")" python3 -m training evaluate --checkpoint "$r/model.pt" --data $D --out "$r/eval"
+      python3 -m training evaluate --checkpoint "$r/model.pt" --data "$D" --out "$r/eval" ${SMOKE:+--limit 200}
+      runs+=("$r")
     done
-    for p in "${pids[@]}"; do wait "$p" || true; done
-    pids=()
-    python3 -m training compare $(for r in runs/fp runs/w* runs/dq*; do [ -f "$r/eval/eval.json" ] && echo "$r"; done) --out runs/results ;;
+    python3 -m training compare "${runs[@]}" --out "$R/results"
+    exit 0 ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
-# checkpoints + logs + evaluations come back; last.pt only for runs that did not finish
-tar cJf "$OUT/runs-$phase.tar.xz" --exclude='*.tmp' runs
+for name in "${names[@]}"; do
+  # a finished run needs only model.pt to go on; an unfinished one its last.pt to resume
+  skip=(); [ -f "$R/$name/model.pt" ] && skip=(--exclude "$name/last.pt")
+  tar cJf "$OUT/$name.tar.xz" -C "$R" "${skip[@]}" --exclude '*.tmp' "$name" "$name.log"
+  tail -n 2 "$R/$name.log"
+done
 ls -la "$OUT"
 exit $rc
