@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# Issue #6's trainings on the lent GPU, one phase per device call, with the project's own commands. Small
-# models leave the GPU idle, so each phase runs its trainings as parallel processes.
+# Issue #6's trainings on the lent GPU with the project's own commands. Small models leave the GPU idle, so a
+# phase runs its trainings as parallel processes; one device call may run several phases in order.
 #
 # Prepare here:   mkdir -p .device/cifar10 && cp ../shared/data/cifar10/{*.tar.gz,batches.meta.txt} .device/cifar10/
-# Each call:      carry [".device/cifar10", "runs/gpu"]; command: bash training/recipes/cifar10_h100.sh <phase>;
-#                 timeout_s 600. Then, here: for f in <files_at>/*.tar.xz; do tar xJf "$f" -C runs/gpu; done
+# Each call:      carry [".device/cifar10", "runs/gpu"]; command: DEADLINE=<s> bash training/recipes/cifar10_h100.sh
+#                 fp static   (then, in later calls: static, dynamic, ...). Afterwards, here:
+#                 for f in <files_at>/*.tar.xz; do tar xJf "$f" -C runs/gpu; done
 #                 so that the next call carries the checkpoints (a run cut short resumes from its last.pt).
-# Phases:         fp | static | dynamic on the GPU; export here on the CPU (evaluation runs the deployed
-#                 arithmetic on the CPU wherever it runs, and costs no device minutes here).
-# Each training stops by itself DEADLINE seconds (default 510) after the phase starts, keeping its last
-# finished epoch, so the packing below always runs inside the device's 600-second limit; one archive per
-# run comes back (the device returns at most 8 files of 16 MiB), with last.pt only for unfinished runs.
-# SMOKE=1 runs every phase at toy size on the CPU (resnet8, 1 epoch, a few hundred images): a rehearsal.
+# Phases:         fp -> static -> dynamic on the GPU; a phase whose starting checkpoints are missing is skipped.
+#                 export runs here on the CPU (evaluation runs the deployed arithmetic on the CPU wherever it
+#                 runs, so it costs no device minutes here).
+# DEADLINE:       seconds after the start at which every training stops, keeping its last finished epoch, so
+#                 that packing always ends inside the call's limit: about 60 less than the limit the call gets
+#                 (600, or less when the session's device budget is lower). Default 510.
+# Sent back:      one archive per run (the device returns at most 8 files of 16 MiB, so static and dynamic go
+#                 in separate calls), with last.pt only for runs that did not finish.
+# SMOKE=1:        every phase at toy size on the CPU (resnet8, 1 epoch, a few hundred images): a rehearsal.
 set -euo pipefail
-phase=${1:?phase: fp | static | dynamic | export}
+(($#)) || { echo "usage: $0 PHASE... (fp | static | dynamic | export)" >&2; exit 2; }
 D=${DATA:-.device/cifar10}
 R=runs/gpu
 OUT=${OUT:-/tmp/out}
 DEADLINE=${DEADLINE:-510}
+for phase in "$@"; do
+  case "$phase" in fp | static | dynamic | export) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
+done
+[[ " $* " == *" static "* && " $* " == *" dynamic "* ]] && { echo "static and dynamic need separate calls (at most 8 files come back)" >&2; exit 2; }
 mkdir -p "$R" "$OUT"
 run_args=(--device cuda --amp --batch-size 256)
 [ -n "${SMOKE:-}" ] && run_args=(--device cpu --arch resnet8 --batch-size 64 --epochs 1 --train-limit 640 --eval-limit 200)
 started=$SECONDS
-names=() pids=()
+names=() pids=() rc=0
 train() {  # train NAME ARGS...: one training in the background, its own arguments before the run-wide ones
   local name=$1; shift
   local left=$((DEADLINE - (SECONDS - started)))
@@ -33,38 +41,43 @@ train() {  # train NAME ARGS...: one training in the background, its own argumen
     "$@" "${run_args[@]}" > "$R/$name.log" 2>&1 &
   names+=("$name") pids+=($!)
 }
+needs() {  # needs CHECKPOINT...: true when every starting checkpoint exists
+  for c in "$@"; do [ -f "$R/$c/model.pt" ] || { echo "skipping $phase: $c has not finished" >&2; rc=1; return 1; }; done
+}
+wait_all() { for p in "${pids[@]}"; do wait "$p" || rc=1; done; pids=(); }
 # decode the JPEGs once (cached) before parallel trainings all try to
 python3 -m training prepare --data "$D"
-case "$phase" in
-  fp)      # ~2.3 s/epoch alone on the H100 (device.md)
-    train fp --epochs 120 --lr 0.1 --warmup-epochs 2 ;;
-  static)  # six static baselines at once, init from the fp model
-    for b in 2 3 4 5 6 8; do
-      train w$b --precision static --bits $b --init $R/fp/model.pt --epochs 60 --lr 0.02
-    done ;;
-  dynamic) # the paper's setting and a wider candidate set at two targets; init from the static model at the target
-    d=(--precision dynamic --epochs 40 --lr 0.02)
-    train dq345_t4 "${d[@]}" --candidates 3,4,5 --target-bits 4 --init $R/w4/model.pt
-    train dq23456_t4 "${d[@]}" --candidates 2,3,4,5,6 --target-bits 4 --init $R/w4/model.pt
-    train dq23456_t3 "${d[@]}" --candidates 2,3,4,5,6 --target-bits 3 --init $R/w3/model.pt
-    # against the controller collapsing to one plan (seen in the CPU runs): the batch-diversity term
-    train dq345_t4_div "${d[@]}" --candidates 3,4,5 --target-bits 4 --diversity 0.5 --init $R/w4/model.pt
-    # the paper's setting with an 8-bit controller (a sixteenth of the full-precision controller's Bit-FLOPs)
-    train dq345_t4_c8 "${d[@]}" --candidates 3,4,5 --target-bits 4 --controller-bits 8 --init $R/w4/model.pt
-    ;;
-  export)  # here: evaluate every finished run, then the results table and plot for docs/results.md
-    runs=()
-    for r in "$R"/fp "$R"/w* "$R"/dq*; do
-      [ -f "$r/model.pt" ] || continue
-      python3 -m training evaluate --checkpoint "$r/model.pt" --data "$D" --out "$r/eval" ${SMOKE:+--limit 200}
-      runs+=("$r")
-    done
-    python3 -m training compare "${runs[@]}" --out "$R/results"
-    exit 0 ;;
-  *) echo "unknown phase $phase" >&2; exit 2 ;;
-esac
-rc=0
-for p in "${pids[@]}"; do wait "$p" || rc=1; done
+for phase in "$@"; do
+  case "$phase" in
+    fp)      # ~2.3 s/epoch alone on the H100 (device.md)
+      train fp --epochs 120 --lr 0.1 --warmup-epochs 2 ;;
+    static)  # six static baselines at once, init from the fp model
+      needs fp || continue
+      for b in 2 3 4 5 6 8; do
+        train w$b --precision static --bits $b --init $R/fp/model.pt --epochs 60 --lr 0.02
+      done ;;
+    dynamic) # the paper's setting and a wider candidate set at two targets; init from the static model at the target
+      needs w3 w4 || continue
+      d=(--precision dynamic --epochs 40 --lr 0.02)
+      train dq345_t4 "${d[@]}" --candidates 3,4,5 --target-bits 4 --init $R/w4/model.pt
+      train dq23456_t4 "${d[@]}" --candidates 2,3,4,5,6 --target-bits 4 --init $R/w4/model.pt
+      train dq23456_t3 "${d[@]}" --candidates 2,3,4,5,6 --target-bits 3 --init $R/w3/model.pt
+      # against the controller collapsing to one plan (seen in the CPU runs): the batch-diversity term
+      train dq345_t4_div "${d[@]}" --candidates 3,4,5 --target-bits 4 --diversity 0.5 --init $R/w4/model.pt
+      # the paper's setting with an 8-bit controller (a sixteenth of the full-precision controller's Bit-FLOPs)
+      train dq345_t4_c8 "${d[@]}" --candidates 3,4,5 --target-bits 4 --controller-bits 8 --init $R/w4/model.pt
+      ;;
+    export)  # evaluate every finished run, then the results table and plot for docs/results.md
+      runs=()
+      for r in "$R"/fp "$R"/w* "$R"/dq*; do
+        [ -f "$r/model.pt" ] || continue
+        python3 -m training evaluate --checkpoint "$r/model.pt" --data "$D" --out "$r/eval" ${SMOKE:+--limit 200}
+        runs+=("$r")
+      done
+      python3 -m training compare "${runs[@]}" --out "$R/results" ;;
+  esac
+  wait_all  # the next phase starts from this one's checkpoints
+done
 for name in "${names[@]}"; do
   # a finished run needs only model.pt to go on; an unfinished one its last.pt to resume
   skip=(); [ -f "$R/$name/model.pt" ] && skip=(--exclude "$name/last.pt")

@@ -2,6 +2,7 @@
 per-run archives the device sends back, and the deadline that keeps packing inside the device's time limit."""
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 
@@ -12,16 +13,20 @@ STATIC = ["w2", "w3", "w4", "w5", "w6", "w8"]
 DYNAMIC = ["dq345_t4", "dq23456_t4", "dq23456_t3", "dq345_t4_div", "dq345_t4_c8"]
 
 
-def phase(name, cwd, data, out, **env):
+def recipe(phases, cwd, data, out, **env):
     env = dict(os.environ, SMOKE="1", DATA=str(data), OUT=str(out), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **env)
-    return subprocess.run(["bash", str(RECIPE), name], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(["bash", str(RECIPE), *phases], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_recipe_runs_every_phase_and_sends_back_one_archive_per_run(small_binary, tmp_path):
     out = tmp_path / "out"
-    for name, runs in (("fp", ["fp"]), ("static", STATIC), ("dynamic", DYNAMIC)):
-        r = phase(name, tmp_path, small_binary, out)
+    r = recipe(["dynamic"], tmp_path, small_binary, out)  # before the static runs exist: skipped, says why
+    assert r.returncode == 1 and "skipping dynamic: w3 has not finished" in r.stderr
+    for phases, runs in ((["fp", "static"], ["fp"] + STATIC), (["dynamic"], DYNAMIC)):
+        shutil.rmtree(out, ignore_errors=True)
+        r = recipe(phases, tmp_path, small_binary, out)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert sorted(p.name for p in out.iterdir()) == sorted(f"{run}.tar.xz" for run in runs)
         for run in runs:
             with tarfile.open(out / f"{run}.tar.xz") as t:
                 members = set(t.getnames())
@@ -30,7 +35,7 @@ def test_recipe_runs_every_phase_and_sends_back_one_archive_per_run(small_binary
             assert f"{run}/last.pt" not in members
     c8 = json.loads((tmp_path / "runs/gpu/dq345_t4_c8/config.json").read_text())
     assert c8["model"]["controller_bits"] == 8 and c8["init"] == "runs/gpu/w4/model.pt"
-    r = phase("export", tmp_path, small_binary, out)
+    r = recipe(["export"], tmp_path, small_binary, out)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = json.loads((tmp_path / "runs/gpu/results/results.json").read_text())
     assert len(rows) == 1 + len(STATIC) + len(DYNAMIC)
@@ -38,7 +43,12 @@ def test_recipe_runs_every_phase_and_sends_back_one_archive_per_run(small_binary
 
 def test_recipe_packs_what_it_has_when_the_deadline_cuts_training(small_binary, tmp_path):
     out = tmp_path / "out"
-    r = phase("fp", tmp_path, small_binary, out, DEADLINE="1")  # over before the first epoch can end
+    r = recipe(["fp"], tmp_path, small_binary, out, DEADLINE="1")  # over before the first epoch can end
     assert r.returncode != 0
     with tarfile.open(out / "fp.tar.xz") as t:
         assert "fp.log" in t.getnames() and "fp/model.pt" not in t.getnames()
+
+
+def test_recipe_refuses_more_runs_than_the_device_sends_back(small_binary, tmp_path):
+    r = recipe(["static", "dynamic"], tmp_path, small_binary, tmp_path / "out")
+    assert r.returncode == 2 and "separate calls" in r.stderr
