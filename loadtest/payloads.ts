@@ -1,4 +1,6 @@
-// Request bodies: real encoded images, sent as the raw body or as the multipart field `image`.
+// Request bodies: real encoded images, sent to /v1/classify as the raw body or the multipart field `image`, or
+// to /v2/models/<model>/infer as Open Inference Protocol requests (JSON with a base64 BYTES element, or the
+// binary tensor extension).
 // Bodies are Buffers handed to autocannon's API (its CLI reads a body file as text and corrupts binary data).
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
@@ -82,17 +84,44 @@ export function rawBody(p: Payload): Body {
   return { headers: { 'content-type': p.contentType }, body: p.bytes };
 }
 
+/** An OIP infer request for one image as JSON: input `image`, shape [1], BYTES, the file base64-encoded (docs/api.md). */
+export function oipJsonBody(p: Payload): Body {
+  const request = { inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', data: [p.bytes.toString('base64')] }] };
+  return { headers: { 'content-type': 'application/json' }, body: Buffer.from(JSON.stringify(request)) };
+}
+
+/** The same request with the binary tensor extension: JSON header, then the element as a 4-byte little-endian length and the bytes. */
+export function oipBinaryBody(p: Payload): Body {
+  const element = Buffer.alloc(4 + p.bytes.length);
+  element.writeUInt32LE(p.bytes.length);
+  p.bytes.copy(element, 4);
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', parameters: { binary_data_size: element.length } }] }));
+  return {
+    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.length) },
+    body: Buffer.concat([header, element]),
+  };
+}
+
+export type Protocol = 'v1' | 'oip';
+
+/** Each protocol's two body forms: the plain one, and the one sent for a `ratio` share of requests. */
+export const BODY_FORMS: Record<Protocol, { readonly plain: (p: Payload) => Body; readonly alt: (p: Payload) => Body }> = {
+  v1: { plain: rawBody, alt: multipartBody },
+  oip: { plain: oipJsonBody, alt: oipBinaryBody },
+};
+
 /**
- * Request i's body: payloads in turn; multipart for a `ratio` share of requests, spread evenly
- * (request i is multipart when ⌊(i+1)·ratio⌋ > ⌊i·ratio⌋), so any window of requests has the mix.
- * Both forms are built once per payload.
+ * Request i's body: payloads in turn; the alternative form (multipart for v1, the binary extension for OIP)
+ * for a `ratio` share of requests, spread evenly (request i takes it when ⌊(i+1)·ratio⌋ > ⌊i·ratio⌋), so any
+ * window of requests has the mix. Both forms are built once per payload.
  */
-export function bodySequence(payloads: readonly Payload[], ratio: number): (i: number) => Body {
-  const raw = payloads.map(rawBody);
-  const multi = ratio > 0 ? payloads.map(multipartBody) : [];
+export function bodySequence(payloads: readonly Payload[], ratio: number, protocol: Protocol = 'v1'): (i: number) => Body {
+  const forms = BODY_FORMS[protocol];
+  const plain = payloads.map(forms.plain);
+  const alt = ratio > 0 ? payloads.map(forms.alt) : [];
   return (i) => {
     const k = i % payloads.length;
-    const isMulti = Math.floor((i + 1) * ratio) > Math.floor(i * ratio);
-    return (isMulti ? multi[k] : raw[k]) as Body;
+    const isAlt = Math.floor((i + 1) * ratio) > Math.floor(i * ratio);
+    return (isAlt ? alt[k] : plain[k]) as Body;
   };
 }

@@ -9,12 +9,14 @@ export interface Cost {
   readonly reference: number;
 }
 
-/** A 2xx response body's `bitflops` and `bitflops_reference` (null when absent or not JSON). */
+/** A 2xx response body's Bit-FLOPs and reference, from /v1/classify or OIP infer (null when absent or not JSON). */
 export function parseCost(status: number, body: string): Cost | null {
   if (status < 200 || status >= 300) return null;
   try {
-    const j = JSON.parse(body) as { bitflops?: unknown; bitflops_reference?: unknown };
-    return typeof j.bitflops === 'number' ? { bitflops: j.bitflops, reference: typeof j.bitflops_reference === 'number' ? j.bitflops_reference : 0 } : null;
+    const j = JSON.parse(body) as { bitflops?: unknown; bitflops_reference?: unknown; parameters?: { dqserve_bitflops?: unknown; dqserve_bitflops_reference?: unknown } };
+    // /v1/classify answers with bitflops at the top; an OIP infer response in its parameters
+    const [bitflops, reference] = j.parameters ? [j.parameters.dqserve_bitflops, j.parameters.dqserve_bitflops_reference] : [j.bitflops, j.bitflops_reference];
+    return typeof bitflops === 'number' ? { bitflops, reference: typeof reference === 'number' ? reference : 0 } : null;
   } catch {
     return null;
   }

@@ -28,7 +28,9 @@ export interface Report {
     readonly search: boolean;
     /** request-rate: the most sockets the generator opens. */
     readonly maxConnections: number | null;
-    readonly path: string; readonly durationS: number; readonly maxRequests: number; readonly warmupS: number; readonly multipartRatio: number };
+    readonly path: string; readonly durationS: number; readonly maxRequests: number; readonly warmupS: number;
+    /** What the requests carry: protocol and body forms. */
+    readonly bodies: string };
   readonly payloads: { readonly count: number; readonly bytes: number; readonly sources: readonly string[] };
   readonly budget: Budget | null;
   readonly goodputLimits: { readonly maxLatencyMs: number | null; readonly maxBitflops: number | null };
@@ -41,7 +43,7 @@ export interface Report {
 
 const ms = (x: number | null | undefined) => (x === null || x === undefined ? '–' : x.toFixed(1));
 const opt = (x: number | null | undefined) => (x === null || x === undefined ? '–' : fmt(x));
-const pct = (x: number | null | undefined) => (x === null || x === undefined ? '–' : `${(x * 100).toFixed(2)}%`);
+export const pct = (x: number | null | undefined) => (x === null || x === undefined ? '–' : `${(x * 100).toFixed(2)}%`);
 
 export function failureTable(checks: readonly Check[]): string {
   const failed = checks.filter((c) => !c.ok);
@@ -65,7 +67,7 @@ export function markdown(r: Report): string {
     r.load.mode === 'request-rate'
       ? `open loop: requests sent on schedule at a fixed rate (at most ${r.load.maxConnections} sockets), latency measured from each request's intended send time`
       : 'closed loop: a fixed number of connections, each sending when its last request is answered';
-  out.push(`Load: POST ${r.load.path}, ${shape}; ${r.load.durationS} s per step (at most ${r.load.maxRequests} requests), ${r.load.warmupS} s warm-up not counted; ${r.payloads.count} payloads (${(r.payloads.bytes / 1e6).toFixed(1)} MB: ${r.payloads.sources.join(', ')}), ${pct(r.load.multipartRatio)} multipart.`);
+  out.push(`Load: POST ${r.load.path}, ${shape}; ${r.load.durationS} s per step (at most ${r.load.maxRequests} requests), ${r.load.warmupS} s warm-up not counted; ${r.payloads.count} payloads (${(r.payloads.bytes / 1e6).toFixed(1)} MB: ${r.payloads.sources.join(', ')}); ${r.load.bodies}.`);
   out.push('');
   if (r.budget === null) out.push('**No budget given**: figures only.');
   else if (r.load.search) out.push(r.bestLoad !== null ? `**Highest load that met the budget: ${loadLabel(r, r.bestLoad)}** (binary search).` : '**Budget missed** at the lowest load searched.');

@@ -5,8 +5,8 @@ import { cpus, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { checkBudget, goodputLimits, readBudget, BudgetFileError, type Budget } from './budget.js';
-import { bodySequence, loadPayloads } from './payloads.js';
-import { failureTable, writeReport, type Report, type StepReport } from './report.js';
+import { bodySequence, loadPayloads, type Protocol } from './payloads.js';
+import { failureTable, pct, writeReport, type Report, type StepReport } from './report.js';
 import { scrapeSettled, serverDelta } from './server-metrics.js';
 import { REPO_ROOT, spawnServer, type ServerProcess } from './server-process.js';
 import { runConnectionsStep, type StepOptions } from './fixed-connections.js';
@@ -51,11 +51,14 @@ export interface Options {
   maxRequests: number;
   timeout: number;
   path: string;
+  protocol: Protocol;
+  model: string;
   payloads: string[];
   data: string;
   testSetLimit: number;
   photos: boolean;
   multipartRatio: number;
+  binaryRatio: number;
   search: boolean;
   budget?: string;
   out?: string;
@@ -75,12 +78,15 @@ export function program(): Command {
     .addOption(new Option('--warmup <s>', 'seconds of unrecorded load before the first step (0: none)').argParser(bounded('warmup', 0, 600, false)).default(1))
     .addOption(new Option('--max-requests <n>', 'stop a step after this many requests').argParser(bounded('max-requests', 1, 10_000_000, true)).default(1_000_000))
     .addOption(new Option('--timeout <s>', 'per-request timeout').argParser(bounded('timeout', 1, 600, false)).default(10))
-    .option('--path <path>', 'request path and query', '/v1/classify')
+    .addOption(new Option('--protocol <name>', 'v1: images POSTed to /v1/classify; oip: Open Inference Protocol infer requests to /v2/models/<--model>/infer').choices(['v1', 'oip']).default('v1'))
+    .option('--model <name>', 'the model OIP requests name', 'resnet20_dq')
+    .option('--path <path>', 'request path and query (default /v1/classify, or the OIP infer path of --model)')
     .option('--payloads <folder...>', 'folders of images to send instead of the defaults (CIFAR-10 test JPEGs + ../shared/data/photos)')
     .option('--data <dir>', 'folder with the default test split (test.tar.gz, test/)', join(DATA, 'cifar10'))
     .addOption(new Option('--test-set-limit <n>', 'use the first n test images').argParser(bounded('test-set-limit', 1, 1_000_000, true)).default(2000))
     .option('--no-photos', `leave out ${join(DATA, 'photos')}`)
-    .addOption(new Option('--multipart-ratio <r>', 'share of requests sent as multipart/form-data (the rest raw)').argParser(bounded('multipart-ratio', 0, 1, false)).default(0))
+    .addOption(new Option('--multipart-ratio <r>', 'v1: share of requests sent as multipart/form-data (the rest raw)').argParser(bounded('multipart-ratio', 0, 1, false)).default(0))
+    .addOption(new Option('--binary-ratio <r>', 'oip: share of requests sent with the binary tensor extension (the rest JSON, base64)').argParser(bounded('binary-ratio', 0, 1, false)).default(0))
     .option('--search', 'binary search between the two --connections (or --rate) values for the highest load that meets the budget', false)
     .option('--budget <file>', 'budget JSON (docs/loadtest.md); exit 1 when missed')
     .option('--out <dir>', 'report folder (default loadtest/results/<date>)')
@@ -145,6 +151,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     const loads = o.rate ?? o.connections;
     const label = (n: number) => (openLoop ? `${n} req/s` : `${n} connections`);
     if (o.search && (o.budget === undefined || loads.length !== 2)) throw new UsageError(`--search needs --budget and ${openLoop ? '--rate' : '--connections'} <lowest>,<highest>`);
+    if (o.protocol === 'v1' && cmd.getOptionValueSource('binaryRatio') === 'cli') throw new UsageError('--binary-ratio is for --protocol oip (v1 takes --multipart-ratio)');
+    if (o.protocol === 'oip' && cmd.getOptionValueSource('multipartRatio') === 'cli') throw new UsageError('--multipart-ratio is for --protocol v1 (oip takes --binary-ratio)');
+    if (o.protocol === 'v1' && cmd.getOptionValueSource('model') === 'cli') throw new UsageError('--model names the model of --protocol oip requests (v1: give --path /v1/classify?model=...)');
+    const path = o.path ?? (o.protocol === 'oip' ? `/v2/models/${encodeURIComponent(o.model)}/infer` : '/v1/classify');
+    const altRatio = o.protocol === 'oip' ? o.binaryRatio : o.multipartRatio;
     budget = o.budget === undefined ? null : readBudget(o.budget);
     const target = o.url === undefined ? null : checkUrl(o.url, o.allowRemote);
     const payloads = await loadPayloads(
@@ -163,9 +174,14 @@ export async function main(argv: readonly string[]): Promise<number> {
       url = server.url;
       log(`server ready at ${url}`);
     }
+    if (o.protocol === 'oip' && o.path === undefined) {
+      // A model the server does not serve would only fill the report with 404s: say so before any load.
+      const res = await fetch(`${url}/v2/models/${encodeURIComponent(o.model)}`, { signal: AbortSignal.timeout(o.timeout * 1000) });
+      if (res.status === 404) throw new UsageError(`--model ${o.model}: the server does not serve it (GET /v2/models/${o.model}: 404)`);
+    }
     const limits = budget ? goodputLimits(budget) : { maxLatencyMs: null, maxBitflops: null };
-    const body = bodySequence(payloads, o.multipartRatio);
-    const common = { url, path: o.path, maxRequests: o.maxRequests, timeoutS: o.timeout, body, goodput: limits };
+    const body = bodySequence(payloads, altRatio, o.protocol);
+    const common = { url, path, maxRequests: o.maxRequests, timeoutS: o.timeout, body, goodput: limits };
     const run = (load: number, durationS: number, onProgress?: StepOptions['onProgress']) =>
       openLoop ? runRateStep({ ...common, durationS, onProgress, rateRps: load, maxConnections }) : runConnectionsStep({ ...common, durationS, onProgress, connections: load });
     if (o.warmup > 0) {
@@ -216,11 +232,11 @@ export async function main(argv: readonly string[]): Promise<number> {
         mode: openLoop ? 'request-rate' : 'concurrency',
         search: o.search,
         maxConnections: openLoop ? maxConnections : null,
-        path: o.path,
+        path,
+        bodies: o.protocol === 'oip' ? `OIP infer, JSON with base64 BYTES; ${pct(o.binaryRatio)} binary tensor extension` : `images as raw bodies; ${pct(o.multipartRatio)} multipart/form-data`,
         durationS: o.duration,
         maxRequests: o.maxRequests,
         warmupS: o.warmup,
-        multipartRatio: o.multipartRatio,
       },
       payloads: { count: payloads.length, bytes: payloads.reduce((a, p) => a + p.bytes.length, 0), sources },
       budget,

@@ -1,7 +1,11 @@
-// The budget file's schema and the check's arithmetic (loadtest/budget.ts), and the payload mix (loadtest/payloads.ts).
+// The budget file's schema and the check's arithmetic (loadtest/budget.ts), the payload mix and OIP bodies
+// (loadtest/payloads.ts, read back with the server's own OIP decoder), and cost parsing (loadtest/recorder.ts).
 import { describe, expect, it } from 'vitest';
 import { BudgetFileError, checkBudget, goodputLimits, parseBudget, type Measured } from '../../loadtest/budget.js';
-import { bodySequence, multipartBody } from '../../loadtest/payloads.js';
+import { bodySequence, multipartBody, oipBinaryBody, oipJsonBody } from '../../loadtest/payloads.js';
+import { parseCost } from '../../loadtest/recorder.js';
+import { decodeInferRequest, splitBinaryBody } from '../../src/protocol/oip-infer.js';
+import type { InferRequest } from '../../src/protocol/oip-schemas.js';
 import { binarySearch } from '../../loadtest/run.js';
 
 const measured: Measured = { latencyMs: { p50: 10, p95: 40, p99: 80 }, throughputRps: 200, errorRate: 0.02, meanBitflops: 1.2e9, savings: 0.05, goodputRps: 150 };
@@ -53,6 +57,26 @@ describe('payload mix', () => {
     expect(kinds).toEqual(['image/jpeg', 'image/png', 'image/jpeg', 'multipart/form-data', 'image/jpeg', 'image/png', 'image/jpeg', 'multipart/form-data']);
     expect(bodySequence(payloads, 0)(5).body).toBe(payloads[1]!.bytes);
     expect(Array.from({ length: 4 }, (_, i) => bodySequence(payloads, 1)(i).headers['content-type']!.startsWith('multipart/'))).toEqual([true, true, true, true]);
+  });
+
+  it('builds OIP infer requests that the server decodes back to the same image, JSON and binary alike', () => {
+    const img = payloads[0]!;
+    const json = oipJsonBody(img);
+    expect(json.headers['content-type']).toBe('application/json');
+    expect(decodeInferRequest(JSON.parse(json.body.toString()) as InferRequest, Buffer.alloc(0), 1).images).toEqual([img.bytes]);
+    const bin = oipBinaryBody(img);
+    const split = splitBinaryBody(bin.body, Number(bin.headers['inference-header-content-length']));
+    expect(decodeInferRequest(JSON.parse(split.json.toString()) as InferRequest, split.binary, 1).images).toEqual([img.bytes]);
+    // the OIP mix: the binary share evenly spread, as multipart for v1
+    const kinds = Array.from({ length: 4 }, (_, i) => bodySequence(payloads, 0.5, 'oip')(i).headers['content-type']);
+    expect(kinds).toEqual(['application/json', 'application/octet-stream', 'application/json', 'application/octet-stream']);
+  });
+
+  it('reads the Bit-FLOPs of either protocol\'s answer, and none from a failure', () => {
+    expect(parseCost(200, '{"label":"cat","bitflops":1.1e9,"bitflops_reference":1.2e9}')).toEqual({ bitflops: 1.1e9, reference: 1.2e9 });
+    expect(parseCost(200, '{"model_name":"m","outputs":[],"parameters":{"dqserve_bitflops":9e8,"dqserve_bitflops_reference":1e9}}')).toEqual({ bitflops: 9e8, reference: 1e9 });
+    expect(parseCost(400, '{"bitflops":1}')).toBeNull();
+    expect(parseCost(200, 'not json')).toBeNull();
   });
 
   it('puts the binary image unchanged in the field `image`', () => {

@@ -187,6 +187,30 @@ describe('npm run loadtest', () => {
     expect(stderr).toContain(`highest load that met the budget: ${r.bestLoad} req/s`);
   }, 60_000);
 
+  it('--protocol oip loads the OIP infer route with JSON and binary bodies and reads their Bit-FLOPs', async () => {
+    const out = join(dir, 'oip');
+    const { code, stderr } = await loadtest([...QUICK, '--url', server.url, '--protocol', 'oip', '--model', 'fake_dq', '--binary-ratio', '0.5', '--out', out]);
+    expect(code, stderr).toBe(0);
+    const r = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
+    expect(r.load.path).toBe('/v2/models/fake_dq/infer');
+    expect(r.load.bodies).toBe('OIP infer, JSON with base64 BYTES; 50.00% binary tensor extension');
+    const c = r.steps[0]!.client;
+    expect(c.ok).toBeGreaterThan(0);
+    expect(c.statusCodes).toEqual({ '200': c.ok });
+    expect(c.bitflops.mean).toBeGreaterThan(0); // from the responses' dqserve_bitflops
+    expect(r.steps[0]!.server!.bitflops).toBeGreaterThanOrEqual(c.bitflops.total);
+  }, 30_000);
+
+  it.each([
+    [['--binary-ratio', '0.5'], '--binary-ratio is for --protocol oip (v1 takes --multipart-ratio)'],
+    [['--protocol', 'oip', '--multipart-ratio', '0.5'], '--multipart-ratio is for --protocol v1 (oip takes --binary-ratio)'],
+    [['--protocol', 'oip', '--model', 'no_such_model'], '--model no_such_model: the server does not serve it (GET /v2/models/no_such_model: 404)'],
+  ])('%j is a usage error', async (args, message) => {
+    const { code, stderr } = await loadtest(['--url', server.url, ...args, '--out', join(dir, 'never')]);
+    expect(code).toBe(2);
+    expect(stderr.split('\n').filter((l) => l.startsWith('loadtest:'))).toEqual([`loadtest: ${message}`]); // one line, besides progress
+  });
+
   it('--rate with a connection list is a usage error', async () => {
     const { code, stderr } = await loadtest(['--url', server.url, '--rate', '10', '--connections', '1,2', '--out', join(dir, 'never')]);
     expect(code).toBe(2);
