@@ -29,7 +29,19 @@ def describe(cfg: Dict) -> str:
     if cfg["precision"] == "static":
         return f"static {cfg['bits']}-bit"
     extra = f", diversity {cfg['diversity']}" if cfg.get("diversity") else ""
+    if m.get("controller_bits", 32) < 32:
+        extra += f", {m['controller_bits']}-bit controller"
     return f"dynamic {{{', '.join(map(str, m['candidates']))}}}, target {cfg['target_bits']:g}{extra}"
+
+
+def tied_deciles(deciles: List[Dict]) -> int:
+    """The most consecutive cost deciles with one mean Bit-FLOPs. Deciles are sorted by cost, so equal means
+    there mean every image in them costs the same: splitting them into deciles is arbitrary."""
+    best = run = 1
+    for a, b in zip(deciles, deciles[1:]):
+        run = run + 1 if a["mean_bitflops"] == b["mean_bitflops"] else 1
+        best = max(best, run)
+    return best
 
 
 def rows(runs: List[Dict], reference_bits: int) -> List[Dict]:
@@ -49,6 +61,7 @@ def rows(runs: List[Dict], reference_bits: int) -> List[Dict]:
         if cfg["precision"] == "dynamic":
             deciles = ev["accuracy_by_cost_decile"]
             row["one_plan"] = ev["bitflops"]["min"] == ev["bitflops"]["max"]  # a collapsed controller: deciles are arbitrary
+            row["tied_deciles"] = tied_deciles(deciles)
             row["top1_cheapest_decile"], row["top1_costliest_decile"] = deciles[0]["top1"], deciles[-1]["top1"]
         out.append(row)
     return out
@@ -62,6 +75,8 @@ def markdown(table: List[Dict], reference_bits: int) -> str:
         vs = r["vs_static"]
         dec = ("–" if "one_plan" not in r else "one plan for every image" if r["one_plan"] else
                f"{100 * r['top1_cheapest_decile']:.1f}% / {100 * r['top1_costliest_decile']:.1f}%")
+        if r.get("tied_deciles", 1) > 1 and not r["one_plan"]:
+            dec += f" (≥ {10 * r['tied_deciles']}% of images at one cost)"
         savings = "–" if vs is None else f"{100 * vs['savings']:+.1f}%"
         change = "–" if vs is None else f"{100 * vs['top1_change']:+.2f} pt"
         epochs = r["epochs"] if r["epochs"] is not None else "?"

@@ -39,6 +39,9 @@ def test_recipe_runs_every_phase_and_sends_back_one_archive_per_run(small_binary
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = json.loads((tmp_path / "runs/gpu/results/results.json").read_text())
     assert len(rows) == 1 + len(STATIC) + len(DYNAMIC)
+    table = (tmp_path / "runs/gpu/results/results.md").read_text()
+    assert "| dq345_t4_c8 | dynamic {3, 4, 5}, target 4, 8-bit controller |" in table
+    assert "| dq345_t4_div | dynamic {3, 4, 5}, target 4, diversity 0.5 |" in table
 
 
 def test_recipe_packs_what_it_has_when_the_deadline_cuts_training(small_binary, tmp_path):

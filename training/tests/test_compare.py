@@ -1,0 +1,11 @@
+from training.compare import tied_deciles
+
+
+def _deciles(costs):
+    return [{"decile": i + 1, "mean_bitflops": c, "top1": 0.5} for i, c in enumerate(costs)]
+
+
+def test_tied_deciles_counts_the_longest_stretch_of_equal_cost():
+    assert tied_deciles(_deciles([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])) == 1
+    assert tied_deciles(_deciles([9.3] * 9 + [9.34])) == 9
+    assert tied_deciles(_deciles([1, 2, 2, 2, 3, 3, 4, 5, 6, 7])) == 3
