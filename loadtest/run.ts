@@ -154,6 +154,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (o.protocol === 'v1' && cmd.getOptionValueSource('binaryRatio') === 'cli') throw new UsageError('--binary-ratio is for --protocol oip (v1 takes --multipart-ratio)');
     if (o.protocol === 'oip' && cmd.getOptionValueSource('multipartRatio') === 'cli') throw new UsageError('--multipart-ratio is for --protocol v1 (oip takes --binary-ratio)');
     if (o.protocol === 'v1' && cmd.getOptionValueSource('model') === 'cli') throw new UsageError('--model names the model of --protocol oip requests (v1: give --path /v1/classify?model=...)');
+    if (o.path !== undefined && cmd.getOptionValueSource('model') === 'cli') throw new UsageError('give --model or --path, not both (--path is the whole request path)');
     const path = o.path ?? (o.protocol === 'oip' ? `/v2/models/${encodeURIComponent(o.model)}/infer` : '/v1/classify');
     const altRatio = o.protocol === 'oip' ? o.binaryRatio : o.multipartRatio;
     budget = o.budget === undefined ? null : readBudget(o.budget);
@@ -176,8 +177,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     if (o.protocol === 'oip' && o.path === undefined) {
       // A model the server does not serve would only fill the report with 404s: say so before any load.
-      const res = await fetch(`${url}/v2/models/${encodeURIComponent(o.model)}`, { signal: AbortSignal.timeout(o.timeout * 1000) });
-      if (res.status === 404) throw new UsageError(`--model ${o.model}: the server does not serve it (GET /v2/models/${o.model}: 404)`);
+      const modelPath = `/v2/models/${encodeURIComponent(o.model)}`;
+      const res = await fetch(`${url}${modelPath}`, { signal: AbortSignal.timeout(o.timeout * 1000) });
+      await res.arrayBuffer(); // read to the end: the socket goes back to the pool
+      if (res.status === 404) throw new UsageError(`--model ${o.model}: the server does not serve it (GET ${modelPath}: 404)`);
     }
     const limits = budget ? goodputLimits(budget) : { maxLatencyMs: null, maxBitflops: null };
     const body = bodySequence(payloads, altRatio, o.protocol);

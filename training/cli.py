@@ -79,6 +79,8 @@ def cmd_train(a) -> int:
         raise UsageError("--precision static needs --bits")
     if a.precision == "dynamic" and len(a.candidates) < 2:
         raise UsageError("--precision dynamic needs two or more --candidates")
+    if a.precision != "dynamic" and a.controller_bits != 32:
+        raise UsageError("--controller-bits needs --precision dynamic (only a dynamic model has a controller)")
     fixed = a.bits if a.precision == "static" else int(round(a.target_bits))
     cands = [a.bits] if a.precision == "static" else a.candidates
     mc = ModelConfig(arch=a.arch, candidates=cands, fixed_bits=fixed, first_last_bits=a.first_last_bits, act=a.act,

@@ -9,6 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .evaluate import cost_order  # noqa: E402
+
 
 def write_plots(ev, test, out: Path, grid: int = 8) -> None:
     per = ev["_per_image"]
@@ -54,7 +56,7 @@ def write_plots(ev, test, out: Path, grid: int = 8) -> None:
     fig.savefig(out / "bitflops_distribution.png", dpi=120)
     plt.close(fig)
     # The paper's Fig. 4: the images the controller found cheapest and costliest.
-    order = np.argsort(per["bitflops"], kind="stable")
+    order = cost_order(per["bitflops"])
     for tag, idx in (("cheapest", order[:grid * grid]), ("costliest", order[::-1][:grid * grid])):
         fig, axes = plt.subplots(grid, grid, figsize=(grid, grid + 0.4))
         for ax, i in zip(axes.flat, list(idx) + [None] * (grid * grid - len(idx))):

@@ -69,6 +69,9 @@ class ActQuant(nn.Module):
         return float(self.alpha.detach()) if self.alpha is not None else 1.0
 
     def forward(self, x: torch.Tensor, bits: int) -> torch.Tensor:
+        # In float32 even under bf16 autocast: bf16's 8-bit significand cannot hold x * (2^b - 1) finely enough
+        # to round it to the right level once b reaches 8 (the convs still run in bf16).
+        x = x.float()
         if self.alpha is None:
             return quantize_unit(torch.clamp(x, 0, 1), bits)
         a = self.alpha

@@ -169,7 +169,13 @@ def train(cfg: TrainConfig) -> Path:
     steps = n // (cfg.batch_size * world)
     if steps == 0:
         raise SystemExit(f"error: {n} training images are fewer than one batch of {cfg.batch_size} x {world}")
-    log = open(out / "log.jsonl", "a") if main else None
+    log = None
+    if main:
+        log_path = out / "log.jsonl"
+        if log_path.is_file():  # a run stopped between an epoch's log line and its checkpoint logs that epoch again
+            kept = log_path.read_text().splitlines()[:start_epoch]
+            log_path.write_text("".join(line + "\n" for line in kept))
+        log = open(log_path, "a")
     if main:
         (out / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2))
     amp = cfg.amp and device.type == "cuda"

@@ -205,6 +205,7 @@ describe('npm run loadtest', () => {
     [['--binary-ratio', '0.5'], '--binary-ratio is for --protocol oip (v1 takes --multipart-ratio)'],
     [['--protocol', 'oip', '--multipart-ratio', '0.5'], '--multipart-ratio is for --protocol v1 (oip takes --binary-ratio)'],
     [['--protocol', 'oip', '--model', 'no_such_model'], '--model no_such_model: the server does not serve it (GET /v2/models/no_such_model: 404)'],
+    [['--protocol', 'oip', '--model', 'fake_dq', '--path', '/v2/models/fake_dq/infer'], 'give --model or --path, not both (--path is the whole request path)'],
   ])('%j is a usage error', async (args, message) => {
     const { code, stderr } = await loadtest(['--url', server.url, ...args, '--out', join(dir, 'never')]);
     expect(code).toBe(2);

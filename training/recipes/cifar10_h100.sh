@@ -6,8 +6,11 @@
 # Each call:      carry [".device/cifar10", "runs/gpu"]; command: DEADLINE=<s> bash training/recipes/cifar10_h100.sh
 #                 fp static   (then, in later calls: static, dynamic, ...). Afterwards, here:
 #                 for f in <files_at>/*.tar.xz; do tar xJf "$f" -C runs/gpu; done
-#                 so that the next call carries the checkpoints (a run cut short resumes from its last.pt).
-# Phases:         fp -> static -> dynamic on the GPU; a phase whose starting checkpoints are missing is skipped.
+#                 find runs/gpu -name model.pt -execdir rm -f last.pt \;   # finished: no resume state to carry
+#                 so that the next call carries the checkpoints (a run cut short resumes from its last.pt;
+#                 a finished run, one with model.pt, is not started again).
+# Phases:         fp -> static -> dynamic on the GPU; a phase whose starting checkpoints are missing, or that
+#                 would start less than MIN_PHASE_S (default 60) seconds before the deadline, is skipped.
 #                 export runs here on the CPU (evaluation runs the deployed arithmetic on the CPU wherever it
 #                 runs, so it costs no device minutes here).
 # DEADLINE:       seconds after the start at which every training stops, keeping its last finished epoch, so
@@ -22,6 +25,7 @@ D=${DATA:-.device/cifar10}
 R=runs/gpu
 OUT=${OUT:-/tmp/out}
 DEADLINE=${DEADLINE:-510}
+MIN_PHASE_S=${MIN_PHASE_S:-60}
 for phase in "$@"; do
   case "$phase" in fp | static | dynamic | export) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
 done
@@ -30,24 +34,40 @@ mkdir -p "$R" "$OUT"
 run_args=(--device cuda --amp --batch-size 256)
 [ -n "${SMOKE:-}" ] && run_args=(--device cpu --arch resnet8 --batch-size 64 --epochs 1 --train-limit 640 --eval-limit 200)
 started=$SECONDS
-names=() pids=() rc=0
+names=() phase_names=() pids=() rc=0
+left() { echo $((DEADLINE - (SECONDS - started))); }
 train() {  # train NAME ARGS...: one training in the background, its own arguments before the run-wide ones
   local name=$1; shift
-  local left=$((DEADLINE - (SECONDS - started)))
+  if [ -f "$R/$name/model.pt" ]; then echo "$name: finished before this call"; return 0; fi
+  local left; left=$(left)
   ((left >= 1)) || left=1  # past the deadline: stopped at once (timeout 0 would mean no limit)
   echo "+ $name: $*"
   mkdir -p "$R/$name"
   timeout -s TERM "$left" python3 -m training train --data "$D" --arch resnet20 --no-progress --out "$R/$name" \
     "$@" "${run_args[@]}" > "$R/$name.log" 2>&1 &
-  names+=("$name") pids+=($!)
+  names+=("$name") phase_names+=("$name") pids+=($!)
 }
 needs() {  # needs CHECKPOINT...: true when every starting checkpoint exists
   for c in "$@"; do [ -f "$R/$c/model.pt" ] || { echo "skipping $phase: $c has not finished" >&2; rc=1; return 1; }; done
 }
-wait_all() { for p in "${pids[@]}"; do wait "$p" || rc=1; done; pids=(); }
+wait_all() {  # a training stopped by the deadline (timeout's 124) resumes next call; any other failure is one
+  local i status
+  for i in "${!pids[@]}"; do
+    status=0; wait "${pids[$i]}" || status=$?
+    case $status in
+      0) ;;
+      124) echo "${phase_names[$i]}: stopped at the deadline; resumes from its last.pt next call" ;;
+      *) echo "${phase_names[$i]}: FAILED (exit $status), see $R/${phase_names[$i]}.log" >&2; rc=1 ;;
+    esac
+  done
+  pids=() phase_names=()
+}
 # decode the JPEGs once (cached) before parallel trainings all try to
 python3 -m training prepare --data "$D"
 for phase in "$@"; do
+  if [ "$phase" != export ] && (($(left) < MIN_PHASE_S)); then
+    echo "skipping $phase: less than ${MIN_PHASE_S} s before the deadline" >&2; rc=1; continue
+  fi
   case "$phase" in
     fp)      # ~2.3 s/epoch alone on the H100 (device.md)
       train fp --epochs 120 --lr 0.1 --warmup-epochs 2 ;;
@@ -74,6 +94,7 @@ for phase in "$@"; do
         python3 -m training evaluate --checkpoint "$r/model.pt" --data "$D" --out "$r/eval" ${SMOKE:+--limit 200}
         runs+=("$r")
       done
+      ((${#runs[@]})) || { echo "export: no finished run in $R" >&2; exit 1; }
       python3 -m training compare "${runs[@]}" --out "$R/results" ;;
   esac
   wait_all  # the next phase starts from this one's checkpoints

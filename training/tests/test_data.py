@@ -59,3 +59,10 @@ def test_augment_keeps_shape_and_crops_from_padded_image():
     assert y.shape == x.shape and y.dtype == torch.uint8
     # every output pixel is an input pixel or padding zero
     assert set(y.unique().tolist()) <= set(x.unique().tolist()) | {0}
+
+
+def test_cli_refuses_a_controller_option_without_a_controller(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "training", "train", "--out", str(tmp_path / "run"), "--precision",
+                        "static", "--bits", "4", "--controller-bits", "8"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr == "error: --controller-bits needs --precision dynamic (only a dynamic model has a controller)\n"

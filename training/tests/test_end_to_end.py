@@ -37,7 +37,10 @@ def test_training_writes_logs_and_resumes(trained, small_binary):
     assert [x["epoch"] for x in lines] == [1, 2] and all(0 <= x["test_acc"] <= 1 for x in lines)
     dq = [json.loads(x) for x in (trained / "dq" / "log.jsonl").read_text().splitlines()]
     assert 3 <= dq[-1]["test_mean_bits"] <= 5 and "train_cost_ratio" in dq[-1]
-    # resuming a finished run trains no further epochs and keeps its log
+    # resuming a finished run trains no further epochs and keeps its log; a line logged after the last
+    # checkpoint (a run stopped between the two) is dropped rather than kept twice
+    with open(trained / "fp" / "log.jsonl", "a") as f:
+        f.write(json.dumps(lines[-1]) + "\n")
     run("train", "--out", str(trained / "fp"), "--data", str(small_binary), "--arch", "resnet8", "--epochs", "2",
         "--batch-size", "64", "--no-progress")
     assert len((trained / "fp" / "log.jsonl").read_text().splitlines()) == 2

@@ -33,6 +33,11 @@ def test_recipe_runs_every_phase_and_sends_back_one_archive_per_run(small_binary
             # a finished run comes back with its model, config and log, without the resume state
             assert {f"{run}/model.pt", f"{run}/config.json", f"{run}/log.jsonl", f"{run}.log"} <= members
             assert f"{run}/last.pt" not in members
+    # a second call does not start finished runs again: nothing trained, nothing sent back, logs untouched
+    shutil.rmtree(out)
+    r = recipe(["fp", "static"], tmp_path, small_binary, out)
+    assert r.returncode == 0 and "w4: finished before this call" in r.stdout
+    assert list(out.iterdir()) == [] and len((tmp_path / "runs/gpu/w4/log.jsonl").read_text().splitlines()) == 1
     c8 = json.loads((tmp_path / "runs/gpu/dq345_t4_c8/config.json").read_text())
     assert c8["model"]["controller_bits"] == 8 and c8["init"] == "runs/gpu/w4/model.pt"
     r = recipe(["export"], tmp_path, small_binary, out)
@@ -46,10 +51,14 @@ def test_recipe_runs_every_phase_and_sends_back_one_archive_per_run(small_binary
 
 def test_recipe_packs_what_it_has_when_the_deadline_cuts_training(small_binary, tmp_path):
     out = tmp_path / "out"
-    r = recipe(["fp"], tmp_path, small_binary, out, DEADLINE="1")  # over before the first epoch can end
-    assert r.returncode != 0
+    # past the deadline before training starts (MIN_PHASE_S < 0 lets the phase start anyway): stopped at once
+    r = recipe(["fp"], tmp_path, small_binary, out, DEADLINE="1", MIN_PHASE_S="-100")
+    assert r.returncode == 0 and "fp: stopped at the deadline; resumes from its last.pt next call" in r.stdout
     with tarfile.open(out / "fp.tar.xz") as t:
         assert "fp.log" in t.getnames() and "fp/model.pt" not in t.getnames()
+    # with less than MIN_PHASE_S left, a phase is not started at all
+    r = recipe(["fp"], tmp_path, small_binary, out, DEADLINE="1")
+    assert r.returncode == 1 and "skipping fp: less than 60 s before the deadline" in r.stderr
 
 
 def test_recipe_refuses_more_runs_than_the_device_sends_back(small_binary, tmp_path):
