@@ -176,7 +176,6 @@ def train(cfg: TrainConfig) -> Path:
             kept = log_path.read_text().splitlines()[:start_epoch]
             log_path.write_text("".join(line + "\n" for line in kept))
         log = open(log_path, "a")
-    if main:
         (out / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2))
     amp = cfg.amp and device.type == "cuda"
     for epoch in range(start_epoch, cfg.epochs):
