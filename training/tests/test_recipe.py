@@ -11,6 +11,7 @@ from .conftest import ROOT
 RECIPE = ROOT / "training" / "recipes" / "cifar10_h100.sh"
 STATIC = ["w2", "w3", "w4", "w5", "w6", "w8"]
 DYNAMIC = ["dq345_t4", "dq23456_t4", "dq23456_t3", "dq345_t4_div", "dq345_t4_c8"]
+SAME_SCHEDULE = ["w3_50ep", "w4_50ep"]  # static runs continued beside the dynamic ones
 
 
 def recipe(phases, cwd, data, out, **env):
@@ -22,7 +23,7 @@ def test_recipe_runs_every_phase_and_sends_back_one_archive_per_run(small_binary
     out = tmp_path / "out"
     r = recipe(["dynamic"], tmp_path, small_binary, out)  # before the static runs exist: skipped, says why
     assert r.returncode == 1 and "skipping dynamic: w3 has not finished" in r.stderr
-    for phases, runs in ((["fp", "static"], ["fp"] + STATIC), (["dynamic"], DYNAMIC)):
+    for phases, runs in ((["fp", "static"], ["fp"] + STATIC), (["dynamic"], DYNAMIC + SAME_SCHEDULE)):
         shutil.rmtree(out, ignore_errors=True)
         r = recipe(phases, tmp_path, small_binary, out)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -40,13 +41,23 @@ def test_recipe_runs_every_phase_and_sends_back_one_archive_per_run(small_binary
     assert list(out.iterdir()) == [] and len((tmp_path / "runs/gpu/w4/log.jsonl").read_text().splitlines()) == 1
     c8 = json.loads((tmp_path / "runs/gpu/dq345_t4_c8/config.json").read_text())
     assert c8["model"]["controller_bits"] == 8 and c8["init"] == "runs/gpu/w4/model.pt"
+    w4 = json.loads((tmp_path / "runs/gpu/w4_50ep/config.json").read_text())
+    assert (w4["precision"], w4["bits"], w4["init"]) == ("static", 4, "runs/gpu/w4/model.pt")
     r = recipe(["export"], tmp_path, small_binary, out)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    # against the separately trained static runs, and at the same schedule (there the reference is w4_50ep)
     rows = json.loads((tmp_path / "runs/gpu/results/results.json").read_text())
-    assert len(rows) == 1 + len(STATIC) + len(DYNAMIC)
+    assert [r["run"] for r in rows] == ["fp"] + STATIC + sorted(DYNAMIC)
+    same = json.loads((tmp_path / "runs/gpu/results-50ep/results.json").read_text())
+    assert [r["run"] for r in same] == SAME_SCHEDULE + sorted(DYNAMIC)
+    assert {r["vs_static"]["run"] for r in same if r["precision"] == "dynamic"} == {"w4_50ep"}
     table = (tmp_path / "runs/gpu/results/results.md").read_text()
     assert "| dq345_t4_c8 | dynamic {3, 4, 5}, target 4, 8-bit controller |" in table
     assert "| dq345_t4_div | dynamic {3, 4, 5}, target 4, diversity 0.5 |" in table
+    # a second export evaluates nothing again: the runs' evaluations are kept
+    stamp = (tmp_path / "runs/gpu/fp/eval/eval.json").stat().st_mtime_ns
+    r = recipe(["export"], tmp_path, small_binary, out)
+    assert r.returncode == 0 and (tmp_path / "runs/gpu/fp/eval/eval.json").stat().st_mtime_ns == stamp
 
 
 def test_recipe_packs_what_it_has_when_the_deadline_cuts_training(small_binary, tmp_path):
