@@ -14,7 +14,8 @@
 #                 checkpoints are missing, or that would start less than MIN_PHASE_S (default 60) seconds before
 #                 the deadline, is skipped. export runs here on the CPU (evaluation runs the deployed arithmetic
 #                 on the CPU wherever it runs, so it costs no device minutes here); it evaluates each run once
-#                 (delete <run>/eval to evaluate it again).
+#                 (delete <run>/eval to evaluate it again) and writes the tables, plots and each run's config,
+#                 log and evaluation to docs/results/gpu (the same schedule: docs/results/gpu-50ep).
 # Schedule:       about half the usual CIFAR length, so that the whole recipe fits in about two sessions' device
 #                 minutes rather than four; it may cost the models some accuracy, but the comparison asks for the
 #                 same schedule for every run, which this is, not the longest.
@@ -28,6 +29,7 @@ set -euo pipefail
 (($#)) || { echo "usage: $0 PHASE... (fp | static | dynamic | export)" >&2; exit 2; }
 D=${DATA:-.device/cifar10}
 R=runs/gpu
+DOCS=${DOCS:-docs/results/gpu}  # export's tables, plots and the runs' small files, for docs/results.md
 OUT=${OUT:-/tmp/out}
 DEADLINE=${DEADLINE:-510}
 MIN_PHASE_S=${MIN_PHASE_S:-60}
@@ -103,11 +105,19 @@ for phase in "$@"; do
         [ -f "$r/model.pt" ] || continue
         [ -f "$r/eval/eval.json" ] ||  # evaluated once: a later export only adds the runs that finished since
           python3 -m training evaluate --checkpoint "$r/model.pt" --data "$D" --out "$r/eval" ${SMOKE:+--limit 200}
-        case "$r" in *_50ep) same+=("$r") ;; */dq*) runs+=("$r") same+=("$r") ;; *) runs+=("$r") ;; esac
+        # what docs/results.md links to: each run's config, log, evaluation and, for dynamic runs, its figures
+        mkdir -p "$DOCS/runs/${r##*/}"
+        cp "$r/config.json" "$r/log.jsonl" "$r/eval/eval.json" "$DOCS/runs/${r##*/}/"
+        case "$r" in
+          *_50ep) same+=("$r") ;;
+          */dq*)  runs+=("$r") same+=("$r")
+                  cp "$r"/eval/{bits_per_layer,bitflops_distribution,images_cheapest,images_costliest}.png "$DOCS/runs/${r##*/}/" ;;
+          *)      runs+=("$r") ;;
+        esac
       done
       ((${#runs[@]})) || { echo "export: no finished run in $R" >&2; exit 1; }
-      python3 -m training compare "${runs[@]}" --out "$R/results"
-      ((${#same[@]})) && python3 -m training compare "${same[@]}" --out "$R/results-50ep" ;;
+      python3 -m training compare "${runs[@]}" --out "$DOCS"
+      if ((${#same[@]})); then python3 -m training compare "${same[@]}" --out "$DOCS-50ep"; fi ;;
   esac
   wait_all  # the next phase starts from this one's checkpoints
 done

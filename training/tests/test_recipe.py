@@ -46,14 +46,22 @@ def test_recipe_runs_every_phase_and_sends_back_one_archive_per_run(small_binary
     r = recipe(["export"], tmp_path, small_binary, out)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     # against the separately trained static runs, and at the same schedule (there the reference is w4_50ep)
-    rows = json.loads((tmp_path / "runs/gpu/results/results.json").read_text())
+    docs = tmp_path / "docs/results/gpu"
+    rows = json.loads((docs / "results.json").read_text())
     assert [r["run"] for r in rows] == ["fp"] + STATIC + sorted(DYNAMIC)
-    same = json.loads((tmp_path / "runs/gpu/results-50ep/results.json").read_text())
+    same = json.loads((tmp_path / "docs/results/gpu-50ep/results.json").read_text())
     assert [r["run"] for r in same] == SAME_SCHEDULE + sorted(DYNAMIC)
     assert {r["vs_static"]["run"] for r in same if r["precision"] == "dynamic"} == {"w4_50ep"}
-    table = (tmp_path / "runs/gpu/results/results.md").read_text()
+    table = (docs / "results.md").read_text()
     assert "| dq345_t4_c8 | dynamic {3, 4, 5}, target 4, 8-bit controller |" in table
     assert "| dq345_t4_div | dynamic {3, 4, 5}, target 4, diversity 0.5 |" in table
+    # beside the tables, the small files docs/results.md links to: every run's config, log and evaluation, and
+    # a dynamic run's figures
+    assert (docs / "accuracy_vs_bitflops.png").is_file()
+    assert {p.name for p in (docs / "runs").iterdir()} == {"fp", *STATIC, *DYNAMIC, *SAME_SCHEDULE}
+    assert {p.name for p in (docs / "runs/w4_50ep").iterdir()} == {"config.json", "log.jsonl", "eval.json"}
+    assert {p.name for p in (docs / "runs/dq345_t4").iterdir()} == {"config.json", "log.jsonl", "eval.json",
+        "bits_per_layer.png", "bitflops_distribution.png", "images_cheapest.png", "images_costliest.png"}
     # a second export evaluates nothing again: the runs' evaluations are kept
     stamp = (tmp_path / "runs/gpu/fp/eval/eval.json").stat().st_mtime_ns
     r = recipe(["export"], tmp_path, small_binary, out)
