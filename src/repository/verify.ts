@@ -42,7 +42,7 @@ export async function verifyBundle(dir: string, dataDir: string, batch = 64): Pr
       for (const [i, key] of keys.entries()) {
         const img = byKey.get(key);
         if (!img) throw new Error(`reference image ${key} is not in ${dataDir}`);
-        const x = img.rgb ? normalise(await fitToInput(img.rgb, manifest.input), manifest.input)
+        const x = img.rgb ? normalise(await fitToInput(img.rgb, manifest.input, { maxInputPixels: 1e8 }), manifest.input)
           : await preprocess(img.bytes as Buffer, manifest.input, { maxInputPixels: 1e8 });
         input.set(x, i * engine.sampleSize);
       }

@@ -28,7 +28,7 @@ describe('preprocess', () => {
   it('leaves a 32×32 CIFAR JPEG untouched: same pixels as a plain decode', async () => {
     const [img] = await cifarSample(1);
     const plain = await sharp(img!.bytes).raw().toBuffer();
-    const rgb = await fitToInput(await decodeRgb(img!.bytes, limits), spec);
+    const rgb = await fitToInput(await decodeRgb(img!.bytes, limits), spec, limits);
     expect(rgb.width).toBe(32);
     expect(Buffer.compare(rgb.data, plain)).toBe(0);
   });
@@ -72,6 +72,27 @@ describe('preprocess', () => {
     expect([...rgb.data.subarray(0, 3)]).toEqual([255, 255, 255]);
     const grey = await sharp(rocket).greyscale().png().toBuffer();
     expect((await decodeRgb(grey, limits)).data.length).toBe(640 * 427 * 3);
+  });
+
+  it('resizes and crops a long strip to the same pixels as a full resize then crop, computing only the crop', async () => {
+    // 3×60000 of noise resizes to 32×640000 (20.5 M pixels, under the limit); only the central 32×32 is computed.
+    const noise = Buffer.from(Array.from({ length: 3 * 60_000 * 3 }, (_, i) => (i * 2654435761) % 251));
+    const strip = { data: noise, width: 3, height: 60_000 };
+    const full = await sharp(noise, { raw: { width: 3, height: 60_000, channels: 3 } }).resize(32, 640_000, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
+    const top = centerCropOffset(640_000, 32);
+    const rgb = await fitToInput(strip, spec, limits);
+    expect([rgb.width, rgb.height]).toEqual([32, 32]);
+    expect(Buffer.compare(rgb.data, full.subarray(top * 32 * 3, (top + 32) * 32 * 3))).toBe(0);
+  });
+
+  it('refuses an image whose resize would exceed the pixel limit, decoded or by its header', async () => {
+    const strip = { data: Buffer.alloc(3 * 100_000 * 3), width: 3, height: 100_000 }; // -> 32×1066666
+    await expect(fitToInput(strip, spec, { maxInputPixels: 1_000_000 })).rejects.toMatchObject({ code: 'DQ_ERR_PREPROCESS_TOO_MANY_PIXELS' });
+    const png = await sharp({ create: { width: 2, height: 3_000_000, channels: 3, background: '#000' } }).png().toBuffer();
+    await expect(preprocess(png, spec, limits)).rejects.toMatchObject({
+      code: 'DQ_ERR_PREPROCESS_TOO_MANY_PIXELS',
+      message: expect.stringContaining('a 2x3000000 image resizes to 32x48000000'),
+    });
   });
 
   it('maps bad inputs to catalogue codes', async () => {

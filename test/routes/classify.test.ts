@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/server.js';
 import { cifarSample } from '../helpers/cifar.js';
@@ -103,6 +104,14 @@ describe('bad input never hurts the server', () => {
     const r = await postImage(url, await bombPng(), 'image/png');
     expect(r.status).toBe(413);
     expect(r.json.code).toBe('DQ_ERR_PREPROCESS_TOO_MANY_PIXELS');
+    await expectAlive();
+  }, 60_000);
+
+  it('rejects a 1×1000000 PNG, which would resize to 32×32000000, by its header with a 413', async () => {
+    const strip = await sharp({ create: { width: 1, height: 1_000_000, channels: 3, background: '#808080' } }).png().toBuffer();
+    const r = await postImage(url, strip, 'image/png');
+    expect(r.status).toBe(413);
+    expect(r.json).toEqual({ code: 'DQ_ERR_PREPROCESS_TOO_MANY_PIXELS', error: expect.stringContaining('resizes to 32x32000000') });
     await expectAlive();
   }, 60_000);
 
