@@ -51,7 +51,8 @@ addSettings(
 ).action(async (files: string[], opts: Record<string, string | undefined>) => {
   const { loadRegistry } = await import('./pipeline/model-registry.js');
   const config = configFrom(opts, { logLevel: 'silent', warmup: false });
-  const quiet = { info: () => {}, warn: (o: object, m: string) => console.error(m, JSON.stringify(o)) };
+  const stderr = (o: object, m: string) => console.error(m, JSON.stringify(o));
+  const quiet = { info: () => {}, warn: stderr, error: stderr };
   const registry = await loadRegistry(config, quiet);
   const pipeline = registry.get(config.model, opts['versionNumber']);
   await pipeline.warmup(false);

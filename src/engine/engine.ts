@@ -44,6 +44,8 @@ export interface Engine {
   readonly sampleSize: number;
   /** `input` holds `batchSize` samples, NCHW float32, already normalised. */
   infer(input: Float32Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput>;
+  /** False while no instance can run a batch (every worker thread crashed and is being restarted). */
+  readonly healthy: boolean;
   /** Runs every bit-width path once; the model is not ready before this resolves. */
   warmup(): Promise<void>;
   close(): Promise<void>;

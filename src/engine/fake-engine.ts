@@ -21,6 +21,8 @@ export class FakeEngine implements Engine {
   readonly batches: number[] = [];
   /** Most batches that were running at the same moment (tests of instanceCount inspect it). */
   maxConcurrent = 0;
+  /** Tests set it false to act out an engine whose every worker crashed. */
+  healthy = true;
   private running = 0;
   private readonly layout: EngineLayout;
   private readonly delayMs: number;

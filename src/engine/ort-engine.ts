@@ -28,6 +28,8 @@ export class OrtEngine implements Engine {
   readonly dynamicLayers: readonly string[];
   readonly candidates: readonly (readonly number[])[];
   readonly sampleSize: number;
+  /** In-process: it lives and dies with its thread (WorkerEngine watches the threads). */
+  readonly healthy = true;
   private readonly layout: EngineLayout;
   private readonly stem: Session;
   private readonly steps: readonly StepSessions[];

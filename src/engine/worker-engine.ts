@@ -16,10 +16,12 @@ type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<
 class WorkerHandle {
   readonly worker: Worker;
   busy = 0;
+  /** False once the thread has exited: calls are refused at once instead of waiting for an answer forever. */
+  alive = true;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
 
-  constructor() {
+  constructor(onExit: (code: number) => void = () => {}) {
     this.worker = import.meta.url.endsWith('.ts') ? tsWorker() : new Worker(new URL('./ort-worker.js', import.meta.url));
     this.worker.on('message', (reply: WorkerReply) => {
       const p = this.pending.get(reply.id);
@@ -32,10 +34,15 @@ class WorkerHandle {
       }
     });
     this.worker.on('error', (err) => this.failAll(err));
-    this.worker.on('exit', (code) => this.failAll(new Error(`engine worker exited with code ${code}`)));
+    this.worker.on('exit', (code) => {
+      this.alive = false;
+      this.failAll(new Error(`engine worker exited with code ${code}`));
+      onExit(code);
+    });
   }
 
   call<T>(req: Request, transfer: ArrayBuffer[] = []): Promise<T> {
+    if (!this.alive) return Promise.reject(new DqError('DQ_ERR_ENGINE_FAILED', 'engine worker has exited'));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
@@ -61,36 +68,88 @@ function tsWorker(): Worker {
   return new Worker(code, { eval: true });
 }
 
+export interface WorkerEngineEvents {
+  /** A worker thread exited while serving (not at close); a fresh one is being started in its place. */
+  onWorkerExit?(code: number): void;
+  /** Starting the fresh worker failed; another try follows after `retryInMs`. */
+  onRestartFailed?(err: unknown, retryInMs: number): void;
+}
+
+const RESTART_BACKOFF_MS = [500, 1000, 2000, 5000, 10_000, 30_000];
+
 export class WorkerEngine implements Engine {
   readonly manifest: Manifest;
   readonly dynamicLayers: readonly string[];
   readonly candidates: readonly (readonly number[])[];
   readonly sampleSize: number;
-  private readonly workers: WorkerHandle[];
+  private readonly workers: WorkerHandle[] = [];
+  private closing = false;
+  private warmed = false;
 
-  private constructor(manifest: Manifest, workers: WorkerHandle[]) {
+  private constructor(
+    manifest: Manifest,
+    private readonly dir: string,
+    private readonly options: OrtEngineOptions,
+    private readonly events: WorkerEngineEvents,
+  ) {
     const layout = engineLayout(manifest);
     this.manifest = manifest;
     this.dynamicLayers = layout.dynamicLayers;
     this.candidates = layout.candidates;
     this.sampleSize = layout.sampleSize;
-    this.workers = workers;
   }
 
-  static async load(dir: string, manifest: Manifest, options: OrtEngineOptions, instances: number): Promise<WorkerEngine> {
-    engineLayout(manifest); // validate before starting threads
-    const workers = Array.from({ length: instances }, () => new WorkerHandle());
+  static async load(dir: string, manifest: Manifest, options: OrtEngineOptions, instances: number, events: WorkerEngineEvents = {}): Promise<WorkerEngine> {
+    const engine = new WorkerEngine(manifest, dir, options, events); // validates the layout before starting threads
     try {
-      await Promise.all(workers.map((w) => w.call({ type: 'load', dir, manifest, options })));
+      engine.workers.push(...(await Promise.all(Array.from({ length: instances }, () => engine.spawn()))));
     } catch (err) {
-      await Promise.allSettled(workers.map((w) => w.worker.terminate()));
+      await engine.close();
       throw err instanceof DqError && err.code === 'DQ_ERR_ENGINE_FAILED' ? new DqError('DQ_ERR_BUNDLE_INVALID', err.message, { cause: err }) : err;
     }
-    return new WorkerEngine(manifest, workers);
+    return engine;
+  }
+
+  /** A worker with the bundle loaded; when it exits while serving, another takes its place. */
+  private async spawn(): Promise<WorkerHandle> {
+    const w: WorkerHandle = new WorkerHandle((code) => this.replace(w, code));
+    try {
+      await w.call({ type: 'load', dir: this.dir, manifest: this.manifest, options: this.options });
+      if (this.warmed) await w.call({ type: 'warmup' });
+    } catch (err) {
+      await w.worker.terminate();
+      throw err;
+    }
+    return w;
+  }
+
+  /** Restarts a dead worker's slot, retrying with backoff; until then the other workers serve (or none: 503s). */
+  private replace(dead: WorkerHandle, code: number, attempt = 0): void {
+    if (this.closing || !this.workers.includes(dead)) return; // closing, or it died while loading: spawn() throws
+    if (attempt === 0) this.events.onWorkerExit?.(code);
+    this.spawn().then(
+      (fresh) => {
+        if (this.closing) void fresh.worker.terminate();
+        else this.workers[this.workers.indexOf(dead)] = fresh;
+      },
+      (err: unknown) => {
+        if (this.closing) return;
+        const wait = RESTART_BACKOFF_MS[Math.min(attempt, RESTART_BACKOFF_MS.length - 1)] as number;
+        this.events.onRestartFailed?.(err, wait);
+        setTimeout(() => this.replace(dead, code, attempt + 1), wait).unref(); // a no-op once closing
+      },
+    );
+  }
+
+  /** At least one worker can run a batch (false while every worker is being restarted). */
+  get healthy(): boolean {
+    return this.workers.some((w) => w.alive);
   }
 
   async infer(input: Float32Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
-    const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const live = this.workers.filter((w) => w.alive);
+    if (live.length === 0) throw new DqError('DQ_ERR_MODEL_NOT_READY', 'engine restarting after a worker exited');
+    const w = live.reduce((a, b) => (b.busy < a.busy ? b : a));
     w.busy++;
     try {
       // Transfer the batch buffer when it is exactly ours (the batcher builds a fresh one per batch).
@@ -103,9 +162,11 @@ export class WorkerEngine implements Engine {
 
   async warmup(): Promise<void> {
     await Promise.all(this.workers.map((w) => w.call({ type: 'warmup' })));
+    this.warmed = true;
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.allSettled(this.workers.map((w) => w.call({ type: 'close' })));
     await Promise.allSettled(this.workers.map((w) => w.worker.terminate()));
   }

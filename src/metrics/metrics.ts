@@ -98,6 +98,12 @@ export function defineMetrics(options: MetricsOptions) {
       labelNames: [...MV, 'event'],
       ...r,
     }),
+    engineRestarts: new Counter({
+      name: 'dqserve_engine_restarts_total',
+      help: 'Engine worker threads that exited while serving and were replaced (their in-flight batches failed)',
+      labelNames: MV,
+      ...r,
+    }),
     targetBitflops: new Gauge({ name: 'dqserve_target_bitflops', help: 'Server-wide target mean Bit-FLOPs per image (--target-bitflops; absent when unset)', labelNames: MV, ...r }),
     targetKnob: new Gauge({ name: 'dqserve_target_knob', help: 'The knob λ the target controller currently applies', labelNames: MV, ...r }),
     targetMean: new Gauge({

@@ -170,6 +170,10 @@ export class PrometheusRecorder implements InferenceRecorder {
     this.entry(model, version).budget[event]++;
   }
 
+  onEngineRestart(model: string, version: number): void {
+    this.metrics.engineRestarts.labels(labels(model, version)).inc();
+  }
+
   private entry(model: string, version: number): ModelStats {
     const k = key(model, version);
     let s = this.stats.get(k);

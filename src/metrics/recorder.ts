@@ -17,6 +17,8 @@ export interface InferenceRecorder {
   onBatch(model: string, version: number, batchSize: number, timing: StageTiming): void;
   /** A per-request Bit-FLOPs cap lowered an image's bits, or refused a request. */
   onBudget(model: string, version: number, event: BudgetEvent): void;
+  /** An engine worker thread exited while serving; a fresh one is being started. */
+  onEngineRestart(model: string, version: number): void;
 }
 
 export const noopRecorder: InferenceRecorder = {
@@ -25,4 +27,5 @@ export const noopRecorder: InferenceRecorder = {
   onFailure() {},
   onBatch() {},
   onBudget() {},
+  onEngineRestart() {},
 };

@@ -68,6 +68,7 @@ export class ModelPipeline {
   private readonly limits: PreprocessLimits;
   private readonly recorder: InferenceRecorder;
   private warm = false;
+  private readonly retryAfterS: number;
   /** The server-wide target's controller; null without --target-bitflops or without a calibration table. */
   readonly target: TargetController | null;
 
@@ -84,6 +85,7 @@ export class ModelPipeline {
       onBatchDone: (size, timing) => recorder.onBatch(this.name, this.version, size, timing),
     });
     this.limits = { maxInputPixels: options.maxInputPixels };
+    this.retryAfterS = options.retryAfterSeconds;
     const calibration = this.manifest.calibration ?? [];
     this.target =
       options.targetBitflops !== undefined && this.manifest.kind === 'dynamic' && calibration.length >= 2
@@ -95,8 +97,9 @@ export class ModelPipeline {
     return this.engine.dynamicLayers;
   }
 
+  /** Warmed up, and the engine can run a batch (not while every worker is being restarted after a crash). */
   get ready(): boolean {
-    return this.warm;
+    return this.warm && this.engine.healthy;
   }
 
   get pending(): number {
@@ -154,7 +157,9 @@ export class ModelPipeline {
   }
 
   private async run(images: readonly Buffer[], options: ClassifyOptions): Promise<ClassifyResult[]> {
-    if (!this.warm) throw new DqError('DQ_ERR_MODEL_NOT_READY');
+    if (!this.ready) {
+      throw new DqError('DQ_ERR_MODEL_NOT_READY', this.warm ? 'engine restarting after a worker exited' : undefined, { retryAfterS: this.retryAfterS });
+    }
     this.checkOptions(options);
     const start = performance.now();
     const tensors = await Promise.all(

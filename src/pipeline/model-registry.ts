@@ -12,6 +12,7 @@ import { ModelPipeline } from './model-pipeline.js';
 export interface RegistryLogger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
 }
 
 export class ModelRegistry {
@@ -97,11 +98,19 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
     if (m.name !== ref.name || m.version !== ref.version) {
       throw new DqError('DQ_ERR_BUNDLE_INVALID', `${ref.dir} holds ${m.name} version ${m.version}`);
     }
+    const where = { model: m.name, version: m.version };
     const engine: Engine = await WorkerEngine.load(
       bundle.dir,
       m,
       { intraOpNumThreads: config.intraOpNumThreads, interOpNumThreads: config.interOpNumThreads },
       config.instanceCount,
+      {
+        onWorkerExit: (code) => {
+          log.error({ ...where, code }, 'engine worker exited: its batches failed; starting a new one');
+          recorder?.onEngineRestart(m.name, m.version);
+        },
+        onRestartFailed: (err, retryInMs) => log.error({ ...where, err, retryInMs }, 'engine worker failed to start'),
+      },
     );
     const p = new ModelPipeline(engine, pipelineOptions);
     checkClaims(p, log);

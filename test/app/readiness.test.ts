@@ -1,4 +1,5 @@
-// Readiness is 503 until every model is warm; classify answers DQ_ERR_MODEL_NOT_READY meanwhile.
+// Readiness is 503 until every model is warm, and while its engine cannot run a batch (every worker
+// restarting after a crash); classify answers DQ_ERR_MODEL_NOT_READY meanwhile.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
@@ -10,9 +11,10 @@ import type { FastifyInstance } from 'fastify';
 const config = loadConfig({ engine: 'fake', logLevel: 'silent' });
 let app: FastifyInstance;
 let pipeline: ModelPipeline;
+const engine = new FakeEngine();
 
 beforeAll(async () => {
-  pipeline = new ModelPipeline(new FakeEngine(), { ...config, maxInputPixels: config.maxInputPixels });
+  pipeline = new ModelPipeline(engine, { ...config, maxInputPixels: config.maxInputPixels });
   app = await buildApp(config, { registry: new ModelRegistry([pipeline]) });
 });
 afterAll(async () => app.close());
@@ -31,5 +33,19 @@ describe('readiness', () => {
     await pipeline.warmup(true);
     res = await app.inject({ method: 'GET', url: '/v2/health/ready' });
     expect(res.statusCode).toBe(200);
+  });
+
+  it('is 503 while the engine cannot run a batch, with Retry-After on classify', async () => {
+    engine.healthy = false;
+    try {
+      expect((await app.inject({ method: 'GET', url: '/v2/health/ready' })).statusCode).toBe(503);
+      const res = await app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: Buffer.from('x') });
+      expect(res.statusCode).toBe(503);
+      expect(res.headers['retry-after']).toBe(String(config.retryAfterSeconds));
+      expect(res.json()).toMatchObject({ code: 'DQ_ERR_MODEL_NOT_READY' });
+    } finally {
+      engine.healthy = true;
+    }
+    expect((await app.inject({ method: 'GET', url: '/v2/health/ready' })).statusCode).toBe(200);
   });
 });

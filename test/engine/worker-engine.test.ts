@@ -1,0 +1,63 @@
+// WorkerEngine when a worker thread dies: its in-flight batch fails, the model is not ready while no worker
+// can run a batch (503s, never requests hanging on a dead thread), a fresh worker takes the slot, and close()
+// still finishes.
+import type { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WorkerEngine } from '../../src/engine/worker-engine.js';
+import { loadBundle } from '../../src/repository/bundle.js';
+import type { Manifest } from '../../src/repository/manifest.js';
+import { DYNAMIC_BUNDLE, hasDynamicBundle } from '../helpers/paths.js';
+
+const opts = { intraOpNumThreads: 1, interOpNumThreads: 1 };
+let engine: WorkerEngine | undefined;
+afterEach(async () => engine?.close());
+
+/** The engine's threads (private): the test acts out a crash by terminating one, as an uncaught error would. */
+const threads = (e: WorkerEngine) => (e as unknown as { workers: { worker: Worker }[] }).workers.map((w) => w.worker);
+
+async function until(cond: () => boolean, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe.skipIf(!hasDynamicBundle)('WorkerEngine restarts a worker that exited', () => {
+  let manifest: Manifest;
+  const sample = () => new Float32Array(3 * 32 * 32).map((_, i) => Math.sin(i));
+  const run = (e: WorkerEngine) => e.infer(sample(), 1, [{ knob: 0, precision: null }]);
+
+  it('fails its batch, refuses work while no worker is left, then serves again from a fresh worker', async () => {
+    manifest = (await loadBundle(DYNAMIC_BUNDLE, { verifyChecksums: false })).manifest;
+    const exits: number[] = [];
+    const e = (engine = await WorkerEngine.load(DYNAMIC_BUNDLE, manifest, opts, 1, { onWorkerExit: (code) => exits.push(code) }));
+    await e.warmup();
+    const before = await run(e);
+
+    const [thread] = threads(e);
+    const inFlight = run(e);
+    await thread!.terminate();
+    await expect(inFlight).rejects.toMatchObject({ code: 'DQ_ERR_ENGINE_FAILED' });
+    expect(exits).toEqual([1]);
+    expect(e.healthy).toBe(false);
+    await expect(run(e)).rejects.toMatchObject({ code: 'DQ_ERR_MODEL_NOT_READY' });
+
+    await until(() => e.healthy);
+    expect(threads(e)[0]).not.toBe(thread);
+    const after = await run(e);
+    expect(after.samples[0]!.bits).toEqual(before.samples[0]!.bits);
+    expect(Array.from(after.samples[0]!.logits)).toEqual(Array.from(before.samples[0]!.logits));
+  }, 120_000);
+
+  it('keeps serving on the other instances meanwhile, and close() finishes', async () => {
+    manifest ??= (await loadBundle(DYNAMIC_BUNDLE, { verifyChecksums: false })).manifest;
+    const e = (engine = await WorkerEngine.load(DYNAMIC_BUNDLE, manifest, opts, 2));
+    const [first] = threads(e);
+    await first!.terminate();
+    expect(e.healthy).toBe(true);
+    for (let i = 0; i < 4; i++) await run(e); // all on the live worker, none on the dead one
+    await e.close();
+    engine = undefined;
+  }, 120_000);
+});
