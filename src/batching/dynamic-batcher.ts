@@ -16,6 +16,8 @@ export interface BatcherOptions {
   readonly retryAfterSeconds: number;
   /** Called after each batch the engine completed (metrics: batch size, Triton's execution count). */
   readonly onBatchDone?: (batchSize: number, timing: StageTiming) => void;
+  /** Called for every sample leaving the queue, whether into a batch, timed out or cancelled (metrics). */
+  readonly onQueueWait?: (waitMs: number) => void;
 }
 
 export interface BatchedResult {
@@ -26,13 +28,45 @@ export interface BatchedResult {
   readonly batchSize: number;
 }
 
+/** One request's samples: admitted together, and when one cannot finish, the rest still queued leave too. */
+class Request {
+  readonly results: (BatchedResult | undefined)[];
+  private left: number;
+  done = false;
+  timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    n: number,
+    private readonly resolve: (r: BatchedResult[]) => void,
+    private readonly reject: (e: unknown) => void,
+  ) {
+    this.results = new Array<BatchedResult | undefined>(n);
+    this.left = n;
+  }
+
+  deliver(i: number, r: BatchedResult): void {
+    if (this.done) return; // the request already failed: the result of a sibling in flight is dropped
+    this.results[i] = r;
+    if (--this.left === 0) this.settle(() => this.resolve(this.results as BatchedResult[]));
+  }
+
+  fail(err: unknown): void {
+    if (!this.done) this.settle(() => this.reject(err));
+  }
+
+  private settle(f: () => void): void {
+    this.done = true;
+    clearTimeout(this.timer);
+    f();
+  }
+}
+
 interface Pending {
   readonly input: Float32Array;
   readonly options: SampleOptions;
   readonly enqueuedAt: number;
-  readonly resolve: (r: BatchedResult) => void;
-  readonly reject: (e: unknown) => void;
-  timer: NodeJS.Timeout | undefined;
+  readonly request: Request;
+  readonly index: number;
 }
 
 export class DynamicBatcher {
@@ -54,19 +88,36 @@ export class DynamicBatcher {
     return this.queue.length;
   }
 
-  /** Queue one sample; rejects with DQ_ERR_QUEUE_FULL at once, or DQ_ERR_QUEUE_TIMEOUT after `timeoutMs` in the queue. */
-  submit(input: Float32Array, options: SampleOptions, timeoutMs: number): Promise<BatchedResult> {
+  /**
+   * Queue one request's samples (results in input order). All are admitted or none: DQ_ERR_QUEUE_FULL at once.
+   * After `timeoutMs` with any of them still queued, DQ_ERR_QUEUE_TIMEOUT; when `signal` aborts (the client
+   * left), DQ_ERR_CLIENT_DISCONNECTED. Either way its samples still queued leave the queue; samples already in
+   * a running batch finish there, and their results are dropped.
+   */
+  submit(inputs: readonly Float32Array[], options: SampleOptions, timeoutMs: number, signal?: AbortSignal): Promise<BatchedResult[]> {
     if (this.closed) return Promise.reject(new DqError('DQ_ERR_SERVER_SHUTTING_DOWN', undefined, { retryAfterS: this.opts.retryAfterSeconds }));
-    if (input.length !== this.engine.sampleSize) {
-      return Promise.reject(new DqError('DQ_ERR_SERVER_INTERNAL', `sample has ${input.length} values, engine expects ${this.engine.sampleSize}`));
+    const wrong = inputs.find((x) => x.length !== this.engine.sampleSize);
+    if (wrong) return Promise.reject(new DqError('DQ_ERR_SERVER_INTERNAL', `sample has ${wrong.length} values, engine expects ${this.engine.sampleSize}`));
+    if (this.queue.length + inputs.length > this.opts.maxQueueSize) {
+      const detail = `${this.queue.length} waiting, ${inputs.length} more asked, room for ${this.opts.maxQueueSize}`;
+      return Promise.reject(new DqError('DQ_ERR_QUEUE_FULL', detail, { retryAfterS: this.opts.retryAfterSeconds }));
     }
-    if (this.queue.length >= this.opts.maxQueueSize) {
-      return Promise.reject(new DqError('DQ_ERR_QUEUE_FULL', `${this.queue.length} waiting`, { retryAfterS: this.opts.retryAfterSeconds }));
-    }
-    return new Promise<BatchedResult>((resolve, reject) => {
-      const item: Pending = { input, options, enqueuedAt: performance.now(), resolve, reject, timer: undefined };
-      item.timer = setTimeout(() => this.expire(item, timeoutMs), timeoutMs);
-      this.queue.push(item);
+    if (signal?.aborted) return Promise.reject(new DqError('DQ_ERR_CLIENT_DISCONNECTED'));
+    if (inputs.length === 0) return Promise.resolve([]);
+    return new Promise<BatchedResult[]>((resolve, reject) => {
+      const onAbort = () => this.withdraw(request, new DqError('DQ_ERR_CLIENT_DISCONNECTED'));
+      const request = new Request(
+        inputs.length,
+        (r) => (signal?.removeEventListener('abort', onAbort), resolve(r)),
+        (e) => (signal?.removeEventListener('abort', onAbort), reject(e)),
+      );
+      signal?.addEventListener('abort', onAbort, { once: true });
+      request.timer = setTimeout(
+        () => this.withdraw(request, new DqError('DQ_ERR_QUEUE_TIMEOUT', `waited ${timeoutMs} ms`, { retryAfterS: this.opts.retryAfterSeconds }), true),
+        timeoutMs,
+      );
+      const enqueuedAt = performance.now();
+      inputs.forEach((input, index) => this.queue.push({ input, options, enqueuedAt, request, index }));
       this.schedule();
     });
   }
@@ -78,11 +129,16 @@ export class DynamicBatcher {
     await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
-  private expire(item: Pending, timeoutMs: number): void {
-    const i = this.queue.indexOf(item);
-    if (i < 0) return; // already in a batch: it will finish
-    this.queue.splice(i, 1);
-    item.reject(new DqError('DQ_ERR_QUEUE_TIMEOUT', `waited ${timeoutMs} ms`, { retryAfterS: this.opts.retryAfterSeconds }));
+  /** Takes a request's samples out of the queue and fails it; a timeout only counts while some still wait. */
+  private withdraw(request: Request, err: DqError, onlyIfQueued = false): void {
+    const now = performance.now();
+    const mine = this.queue.filter((p) => p.request === request);
+    if (onlyIfQueued && mine.length === 0) return; // all in batches: they will finish
+    for (const p of mine) {
+      this.queue.splice(this.queue.indexOf(p), 1);
+      this.opts.onQueueWait?.(now - p.enqueuedAt);
+    }
+    request.fail(err);
     this.notifyIdle();
   }
 
@@ -118,7 +174,7 @@ export class DynamicBatcher {
     const size = this.engine.sampleSize;
     const input = new Float32Array(size * batch.length);
     batch.forEach((p, i) => {
-      clearTimeout(p.timer);
+      this.opts.onQueueWait?.(started - p.enqueuedAt);
       input.set(p.input, i * size);
     });
     try {
@@ -129,11 +185,11 @@ export class DynamicBatcher {
       );
       this.opts.onBatchDone?.(batch.length, out.timing);
       batch.forEach((p, i) =>
-        p.resolve({ sample: out.samples[i] as SampleResult, timing: out.timing, queueMs: started - p.enqueuedAt, batchSize: batch.length }),
+        p.request.deliver(p.index, { sample: out.samples[i] as SampleResult, timing: out.timing, queueMs: started - p.enqueuedAt, batchSize: batch.length }),
       );
     } catch (err) {
       const e = err instanceof DqError ? err : new DqError('DQ_ERR_ENGINE_FAILED', (err as Error)?.message, { cause: err });
-      for (const p of batch) p.reject(e);
+      for (const p of batch) p.request.fail(e);
     } finally {
       this.running--;
       this.notifyIdle();

@@ -104,7 +104,6 @@ export class PrometheusRecorder implements InferenceRecorder {
     m.bitflopsReference.labels(l).inc(r.bitflopsReference);
     m.imageBitflops.labels(l).observe(r.bitflops);
     m.imageMeanBits.labels(l).observe(r.meanBits);
-    m.queueDuration.labels(l).observe(r.timing.queueMs / 1000);
     const layers = this.sources.find((s) => s.name === model && s.version === version)?.dynamicLayers;
     r.bits.forEach((b, i) => m.layerBits.labels({ ...l, layer: layers?.[i] ?? String(i), bits: String(b) }).inc());
     if (r.budgetLowered) this.onBudget(model, version, 'lowered');
@@ -168,6 +167,10 @@ export class PrometheusRecorder implements InferenceRecorder {
   onBudget(model: string, version: number, event: BudgetEvent): void {
     this.metrics.budget.labels({ ...labels(model, version), event }).inc();
     this.entry(model, version).budget[event]++;
+  }
+
+  onQueueWait(model: string, version: number, waitMs: number): void {
+    this.metrics.queueDuration.labels(labels(model, version)).observe(waitMs / 1000);
   }
 
   onEngineRestart(model: string, version: number): void {

@@ -13,6 +13,8 @@ export interface InferenceRecorder {
   onSuccess(model: string, version: number, results: readonly ClassifyResult[], durationMs: number): void;
   /** One request failed, by catalogue code. */
   onFailure(model: string, version: number, code: string, durationMs: number): void;
+  /** One image left the batching queue: into a batch, timed out or cancelled. */
+  onQueueWait(model: string, version: number, waitMs: number): void;
   /** One batch ran on the engine (Triton's "execution"). */
   onBatch(model: string, version: number, batchSize: number, timing: StageTiming): void;
   /** A per-request Bit-FLOPs cap lowered an image's bits, or refused a request. */
@@ -25,6 +27,7 @@ export const noopRecorder: InferenceRecorder = {
   onResult() {},
   onSuccess() {},
   onFailure() {},
+  onQueueWait() {},
   onBatch() {},
   onBudget() {},
   onEngineRestart() {},

@@ -20,6 +20,8 @@ export interface ClassifyOptions {
   readonly timeoutMs: number;
   /** Per-image Bit-FLOPs cap (docs/api.md "Budgets"): the controller's choice is lowered until it fits. */
   readonly maxBitflops?: number | null;
+  /** Aborts when the client has gone: its images still queued are dropped (DQ_ERR_CLIENT_DISCONNECTED). */
+  readonly signal?: AbortSignal;
 }
 
 export interface ClassEntry {
@@ -83,6 +85,7 @@ export class ModelPipeline {
     this.batcher = new DynamicBatcher(engine, {
       ...options,
       onBatchDone: (size, timing) => recorder.onBatch(this.name, this.version, size, timing),
+      onQueueWait: (ms) => recorder.onQueueWait(this.name, this.version, ms),
     });
     this.limits = { maxInputPixels: options.maxInputPixels };
     this.retryAfterS = options.retryAfterSeconds;
@@ -178,7 +181,7 @@ export class ModelPipeline {
     const controlled = this.target !== null && options.knob === null && options.precision === null;
     const knob = options.knob ?? this.target?.knob ?? 0;
     const sampleOptions = { knob, precision: options.precision, maxDynamicBitflops: cap === null ? null : cap - this.cost.fixed };
-    const batched = await Promise.all(tensors.map((t) => this.batcher.submit(t, sampleOptions, options.timeoutMs)));
+    const batched = await this.batcher.submit(tensors, sampleOptions, options.timeoutMs, options.signal);
     const end = performance.now();
     return batched.map((b) => {
       const bf = this.cost.bitflops(b.sample.bits);

@@ -1,10 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { DynamicBatcher } from '../../src/batching/dynamic-batcher.js';
 import { FakeEngine } from '../../src/engine/fake-engine.js';
+import type { SampleOptions } from '../../src/engine/engine.js';
 import { DqError } from '../../src/errors.js';
 
 const opts = { maxBatchSize: 8, maxQueueDelayMicroseconds: 5000, maxQueueSize: 64, instanceCount: 1, retryAfterSeconds: 2 };
 const dyn = { knob: 0, precision: null };
+
+/** One single-image request. */
+const one = (b: DynamicBatcher, x: Float32Array, o: SampleOptions, timeoutMs: number, signal?: AbortSignal) =>
+  b.submit([x], o, timeoutMs, signal).then(([r]) => r!);
 
 function samples(engine: FakeEngine, n: number): Float32Array[] {
   return Array.from({ length: n }, (_, i) => Float32Array.from({ length: engine.sampleSize }, (_, j) => Math.sin(i * 31 + j) * 2));
@@ -15,7 +20,7 @@ describe('DynamicBatcher', () => {
     const engine = new FakeEngine();
     const b = new DynamicBatcher(engine, opts);
     const xs = samples(engine, 20);
-    const results = await Promise.all(xs.map((x) => b.submit(x, dyn, 10_000)));
+    const results = await Promise.all(xs.map((x) => one(b, x, dyn, 10_000)));
     expect(engine.batches).toEqual([8, 8, 4]);
     expect(results.map((r) => r.batchSize)).toEqual([...Array(16).fill(8), 4, 4, 4, 4]);
   });
@@ -23,10 +28,10 @@ describe('DynamicBatcher', () => {
   it('batched results equal unbatched ones', async () => {
     const engine = new FakeEngine();
     const xs = samples(engine, 12);
-    const batched = await Promise.all(xs.map((x) => new DynamicBatcher(engine, opts).submit(x, dyn, 10_000)));
-    const one = new DynamicBatcher(engine, { ...opts, maxBatchSize: 1 });
+    const batched = await Promise.all(xs.map((x) => one(new DynamicBatcher(engine, opts), x, dyn, 10_000)));
+    const single = new DynamicBatcher(engine, { ...opts, maxBatchSize: 1 });
     for (const [i, x] of xs.entries()) {
-      const r = await one.submit(x, dyn, 10_000);
+      const r = await one(single, x, dyn, 10_000);
       expect(Array.from(r.sample.logits)).toEqual(Array.from(batched[i]!.sample.logits));
       expect(r.sample.bits).toEqual(batched[i]!.sample.bits);
     }
@@ -35,7 +40,7 @@ describe('DynamicBatcher', () => {
   it('runs up to instanceCount batches at once', async () => {
     const engine = new FakeEngine(undefined, { batchDelayMs: 100 });
     const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 2, instanceCount: 2 });
-    await Promise.all(samples(engine, 4).map((x) => b.submit(x, dyn, 10_000)));
+    await Promise.all(samples(engine, 4).map((x) => one(b, x, dyn, 10_000)));
     expect(engine.batches).toEqual([2, 2]);
     expect(engine.maxConcurrent).toBe(2); // both batches ran at once (no wall-clock assertion: CI is noisy)
   });
@@ -44,7 +49,7 @@ describe('DynamicBatcher', () => {
     const engine = new FakeEngine();
     const b = new DynamicBatcher(engine, opts);
     const [x] = samples(engine, 1);
-    const [r3, r5] = await Promise.all([b.submit(x!, { knob: 0, precision: 3 }, 1000), b.submit(x!, { knob: 0, precision: 5 }, 1000)]);
+    const [r3, r5] = await Promise.all([one(b, x!, { knob: 0, precision: 3 }, 1000), one(b, x!, { knob: 0, precision: 5 }, 1000)]);
     expect(r3.batchSize).toBe(2);
     expect(r3.sample.bits.every((v) => v === 3)).toBe(true);
     expect(r5.sample.bits.every((v) => v === 5)).toBe(true);
@@ -54,7 +59,7 @@ describe('DynamicBatcher', () => {
     const engine = new FakeEngine(undefined, { batchDelayMs: 50 });
     const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 1, maxQueueSize: 2 });
     const xs = samples(engine, 5);
-    const settled = await Promise.allSettled(xs.map((x) => b.submit(x, dyn, 10_000)));
+    const settled = await Promise.allSettled(xs.map((x) => one(b, x, dyn, 10_000)));
     const rejected = settled.filter((s) => s.status === 'rejected').map((s) => (s as PromiseRejectedResult).reason as DqError);
     expect(rejected.length).toBeGreaterThan(0);
     expect(rejected.every((e) => e.code === 'DQ_ERR_QUEUE_FULL' && e.retryAfterS === 2)).toBe(true);
@@ -64,22 +69,68 @@ describe('DynamicBatcher', () => {
     const engine = new FakeEngine(undefined, { batchDelayMs: 100 });
     const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 1 });
     const xs = samples(engine, 3);
-    const first = b.submit(xs[0]!, dyn, 1000);
-    const late = b.submit(xs[1]!, dyn, 20);
+    const first = one(b, xs[0]!, dyn, 1000);
+    const late = one(b, xs[1]!, dyn, 20);
     await expect(late).rejects.toMatchObject({ code: 'DQ_ERR_QUEUE_TIMEOUT' });
     await expect(first).resolves.toBeDefined();
-    await expect(b.submit(xs[2]!, dyn, 1000)).resolves.toBeDefined();
+    await expect(one(b, xs[2]!, dyn, 1000)).resolves.toBeDefined();
   });
 
   it('drain finishes accepted work, then refuses new samples', async () => {
     const engine = new FakeEngine(undefined, { batchDelayMs: 30 });
     const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 2 });
     const xs = samples(engine, 5);
-    const pending = xs.map((x) => b.submit(x, dyn, 10_000));
+    const pending = xs.map((x) => one(b, x, dyn, 10_000));
     await b.drain();
     const settled = await Promise.allSettled(pending);
     expect(settled.every((s) => s.status === 'fulfilled')).toBe(true);
-    await expect(b.submit(xs[0]!, dyn, 1000)).rejects.toMatchObject({ code: 'DQ_ERR_SERVER_SHUTTING_DOWN' });
+    await expect(one(b, xs[0]!, dyn, 1000)).rejects.toMatchObject({ code: 'DQ_ERR_SERVER_SHUTTING_DOWN' });
+  });
+
+  it("admits a request's images all or none", async () => {
+    const engine = new FakeEngine(undefined, { batchDelayMs: 50 });
+    const waits: number[] = [];
+    const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 1, maxQueueSize: 5, onQueueWait: (ms) => waits.push(ms) });
+    const first = b.submit(samples(engine, 4), dyn, 10_000); // 1 runs at once, 3 wait
+    await expect(b.submit(samples(engine, 3), dyn, 10_000)).rejects.toMatchObject({ code: 'DQ_ERR_QUEUE_FULL' });
+    expect(b.pending).toBe(3); // nothing of the refused request was queued
+    await expect(b.submit(samples(engine, 2), dyn, 10_000)).resolves.toHaveLength(2);
+    expect((await first).map((r) => r.batchSize)).toEqual([1, 1, 1, 1]);
+    expect(engine.batches).toEqual([1, 1, 1, 1, 1, 1]);
+    expect(waits).toHaveLength(6); // every image reported its wait once
+  });
+
+  it('a timeout withdraws the rest of the request, and its queue waits are reported', async () => {
+    const engine = new FakeEngine(undefined, { batchDelayMs: 100 });
+    const waits: number[] = [];
+    const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 2, onQueueWait: (ms) => waits.push(ms) });
+    const busy = one(b, samples(engine, 1)[0]!, dyn, 10_000);
+    await new Promise((r) => setTimeout(r, 10)); // the first batch is running
+    const late = b.submit(samples(engine, 4), dyn, 30);
+    await expect(late).rejects.toMatchObject({ code: 'DQ_ERR_QUEUE_TIMEOUT' });
+    expect(b.pending).toBe(0); // none of its 4 images is left to run for nobody
+    await busy;
+    expect(engine.batches).toEqual([1]);
+    expect(waits).toHaveLength(5);
+    expect(Math.min(...waits.slice(1))).toBeGreaterThanOrEqual(25); // the timed-out ones waited ~30 ms
+  });
+
+  it('a client that leaves withdraws its queued images with DQ_ERR_CLIENT_DISCONNECTED', async () => {
+    const engine = new FakeEngine(undefined, { batchDelayMs: 100 });
+    const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 1 });
+    const xs = samples(engine, 3);
+    const running = new AbortController();
+    const queued = new AbortController();
+    const a = one(b, xs[0]!, dyn, 10_000, running.signal);
+    const c = b.submit([xs[1]!, xs[2]!], dyn, 10_000, queued.signal);
+    await new Promise((r) => setTimeout(r, 10));
+    queued.abort();
+    running.abort(); // already running: the engine finishes the batch, the answer is dropped
+    await expect(c).rejects.toMatchObject({ code: 'DQ_ERR_CLIENT_DISCONNECTED' });
+    await expect(a).rejects.toMatchObject({ code: 'DQ_ERR_CLIENT_DISCONNECTED' });
+    await b.drain();
+    expect(engine.batches).toEqual([1]);
+    await expect(one(new DynamicBatcher(engine, opts), xs[0]!, dyn, 1000, AbortSignal.abort())).rejects.toMatchObject({ code: 'DQ_ERR_CLIENT_DISCONNECTED' });
   });
 
   it('an engine failure rejects the batch with DQ_ERR_ENGINE_FAILED and does not stop the queue', async () => {
@@ -90,7 +141,7 @@ describe('DynamicBatcher', () => {
     });
     const b = new DynamicBatcher(flaky, { ...opts, maxBatchSize: 1 });
     const xs = samples(engine, 2);
-    const [a, c] = await Promise.allSettled(xs.map((x) => b.submit(x, dyn, 1000)));
+    const [a, c] = await Promise.allSettled(xs.map((x) => one(b, x, dyn, 1000)));
     expect(a?.status === 'rejected' && (a.reason as DqError).code).toBe('DQ_ERR_ENGINE_FAILED');
     expect(c?.status).toBe('fulfilled');
   });

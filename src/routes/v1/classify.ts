@@ -8,6 +8,7 @@ import { DqError } from '../../errors.js';
 import { combineCaps, MAX_BITFLOPS_HEADER, parseMaxBitflops } from '../../protocol/budget.js';
 import { ErrorResponse } from '../../protocol/oip-schemas.js';
 import type { ClassifyResult, ModelPipeline } from '../../pipeline/model-pipeline.js';
+import { clientGone } from '../client-gone.js';
 import { serverTiming } from '../server-timing.js';
 
 const Query = Type.Object({
@@ -77,6 +78,7 @@ export async function classifyRoutes(app: FastifyInstance, ctx: RouteContext): P
         topK: q.top_k ?? config.defaultTopK,
         timeoutMs: config.requestTimeoutMs,
         maxBitflops,
+        signal: clientGone(reply),
       });
       const result = r as ClassifyResult;
       reply.header('server-timing', serverTiming(result.timing));

@@ -8,6 +8,7 @@ import { decodeInferRequest, encodeInferResponse, INPUT_NAME, rawBodyRequest, sp
 import { combineCaps, MAX_BITFLOPS_HEADER, parseMaxBitflops } from '../../protocol/budget.js';
 import { ErrorResponse, InferRequest, InferResponse, ModelMetadata } from '../../protocol/oip-schemas.js';
 import type { ModelPipeline } from '../../pipeline/model-pipeline.js';
+import { clientGone } from '../client-gone.js';
 import { serverTiming } from '../server-timing.js';
 
 const Params = Type.Object({ name: Type.String(), version: Type.Optional(Type.String()) });
@@ -107,6 +108,7 @@ async function infer(request: FastifyRequest, reply: FastifyReply, pipeline: Mod
     topK: 1,
     timeoutMs: decoded.timeoutMs ?? ctx.config.requestTimeoutMs,
     maxBitflops: combineCaps(decoded.maxBitflops, parseMaxBitflops(request.headers[MAX_BITFLOPS_HEADER], MAX_BITFLOPS_HEADER)),
+    signal: clientGone(reply),
   });
   const { json, binary } = encodeInferResponse(
     { name: pipeline.name, version: pipeline.version, classes: pipeline.manifest.classes, dynamicLayers: pipeline.dynamicLayers },
