@@ -6,6 +6,8 @@
 //   E  the cumulative error Σ (x − target) since start, spread over `window` images: pulls the long-run
 //      mean back onto the target after any transient (integral action, no steady-state offset).
 // λ = f⁻¹(target − d − E/window), clamped to the table's knob range (outside it the target is not reachable).
+// E stops growing while the demand is beyond the table's range (anti-windup): while the target is out of
+// reach, error would otherwise pile up and pin λ at the end of the table long after the mix came back.
 export interface CalibrationPoint {
   readonly knob: number;
   readonly mean_bitflops: number;
@@ -20,6 +22,8 @@ export interface TargetState {
 export class TargetController {
   readonly target: number;
   private readonly table: CalibrationPoint[];
+  private readonly minMean: number;
+  private readonly maxMean: number;
   private readonly window: number;
   private readonly alpha: number;
   private disturbance = 0;
@@ -35,6 +39,8 @@ export class TargetController {
     if (calibration.length < 2) throw new RangeError('a calibration table needs at least two knob values');
     this.target = target;
     this.table = [...calibration].sort((a, b) => a.knob - b.knob);
+    this.minMean = Math.min(...calibration.map((p) => p.mean_bitflops));
+    this.maxMean = Math.max(...calibration.map((p) => p.mean_bitflops));
     this.window = window;
     this.alpha = 2 / (window + 1);
     this.recent = new Float64Array(window);
@@ -84,7 +90,11 @@ export class TargetController {
   /** One image ran at λ = `knobUsed` and cost `bitflops`. */
   observe(bitflops: number, knobUsed: number): void {
     this.disturbance += this.alpha * (bitflops - this.predict(knobUsed) - this.disturbance);
-    this.cumulativeError += bitflops - this.target;
+    // Anti-windup (conditional integration): no error is added that would push a demand already beyond the
+    // table's range further out.
+    const error = bitflops - this.target;
+    const demand = this.target - this.disturbance - this.cumulativeError / this.window;
+    if (!(demand <= this.minMean && error > 0) && !(demand >= this.maxMean && error < 0)) this.cumulativeError += error;
     if (this.recentCount === this.window) this.recentSum -= this.recent[this.recentAt] as number;
     else this.recentCount++;
     this.recent[this.recentAt] = bitflops;

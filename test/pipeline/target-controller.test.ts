@@ -53,6 +53,23 @@ describe('TargetController', () => {
     }
   });
 
+  it('does not wind up while the target is out of reach: back on target as soon as the mix allows', () => {
+    const r = rng(5);
+    const c = new TargetController(7e8, calib);
+    // 20,000 images so hard that even the largest knob costs 8e8 each: the target is unreachable meanwhile.
+    for (let i = 0; i < 20_000; i++) c.observe(cost(1, c.knob), c.knob);
+    expect(c.knob).toBe(3);
+    // Back to the calibration mix: the mean of the next 1,000 images is on target (a wound-up integral would
+    // pin λ at 3, about 6.25e8 per image, for some 27,000 images).
+    let sum = 0;
+    for (let i = 0; i < 1000; i++) {
+      const x = cost(r(), c.knob);
+      c.observe(x, c.knob);
+      sum += x;
+    }
+    expect(Math.abs(sum / 1000 / 7e8 - 1)).toBeLessThan(0.03);
+  });
+
   it('observing with a lag (a batch of 32 in flight at the old λ) still converges', () => {
     const r = rng(3);
     const c = new TargetController(9e8, calib);
