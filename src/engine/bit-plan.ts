@@ -91,8 +91,9 @@ export function fitBudget(scoresRaw: Float32Array, spec: ControllerSpec, knob: n
       if (k === 0) continue;
       const saved = (table[l]?.[k] as number) - (table[l]?.[k - 1] as number);
       const ratio = (score(l, k) - score(l, k - 1)) / saved;
-      if (ratio < bestRatio) {
-        bestRatio = ratio;
+      // NaN (an extreme knob overflows both scores to Infinity) ranks last, but still lowers: the cap must hold.
+      if (bestL < 0 || ratio < bestRatio) {
+        bestRatio = Number.isNaN(ratio) ? Infinity : ratio;
         bestL = l;
       }
     }

@@ -90,6 +90,16 @@ describe('budget rule (fitBudget via chooseBits)', () => {
     expect(chooseBits(logits, 1, budgeted, [capped(120)], [false])).toEqual([[4, 5]]);
   });
 
+  it('meets the cap even when an extreme knob makes every score infinite', () => {
+    // λ = −1.5e308: scores overflow to ±Infinity and every step-down ratio is NaN; the cap must still hold.
+    const logits = Float32Array.from([0, 0, 1, 0, 0, 1]);
+    for (const knob of [-1.5e308, 1.5e308]) {
+      const [plan] = chooseBits(logits, 1, budgeted, [{ knob, precision: null, maxDynamicBitflops: 60 }], [false]);
+      const cost = budgeted.bitflops![0]![budgeted.candidates.indexOf(plan![0]!)]! + budgeted.bitflops![1]![budgeted.candidates.indexOf(plan![1]!)]!;
+      expect(cost).toBeLessThanOrEqual(60);
+    }
+  });
+
   it('leaves forced precisions alone, stops at the lowest candidates, and needs the Bit-FLOPs table', () => {
     const logits = Float32Array.from([0, 0, 1, 0, 0, 1]);
     expect(chooseBits(logits, 1, budgeted, [{ knob: 0, precision: 5, maxDynamicBitflops: 1 }])).toEqual([[5, 5]]);
