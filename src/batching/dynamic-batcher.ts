@@ -145,7 +145,8 @@ export class DynamicBatcher {
   private schedule(): void {
     if (this.running >= this.opts.instanceCount || this.queue.length === 0) return;
     if (this.queue.length >= this.opts.maxBatchSize || this.closed) {
-      this.flush();
+      // as many full batches as there are free instances (a backlog, or draining), not one per call
+      while (this.running < this.opts.instanceCount && this.queue.length > 0 && (this.queue.length >= this.opts.maxBatchSize || this.closed)) this.flush();
       return;
     }
     if (this.flushTimer) return;

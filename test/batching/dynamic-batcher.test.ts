@@ -45,6 +45,16 @@ describe('DynamicBatcher', () => {
     expect(engine.maxConcurrent).toBe(2); // both batches ran at once (no wall-clock assertion: CI is noisy)
   });
 
+  it('a backlog fills every free instance at once, also while draining', async () => {
+    const engine = new FakeEngine(undefined, { batchDelayMs: 50 });
+    const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 2, instanceCount: 3 });
+    const request = b.submit(samples(engine, 6), dyn, 10_000); // one request, three full batches
+    await b.drain();
+    await request;
+    expect(engine.batches).toEqual([2, 2, 2]);
+    expect(engine.maxConcurrent).toBe(3);
+  });
+
   it('mixes per-sample options in one batch', async () => {
     const engine = new FakeEngine();
     const b = new DynamicBatcher(engine, opts);
