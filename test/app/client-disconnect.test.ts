@@ -13,20 +13,27 @@ let server: RunningServer;
 let url: string;
 
 beforeAll(async () => {
-  // one image per batch, 400 ms each: a request behind the first waits at least that long
-  server = await startTestServer({ fakeEngineDelayMs: 400, maxBatchSize: 1 });
+  // one image per batch, 2 s each: the first is still running when the clients give up
+  server = await startTestServer({ fakeEngineDelayMs: 2000, maxBatchSize: 1 });
   url = server.url;
 });
 afterAll(async () => server.close());
 
 it('drops the queued images of clients that left, and counts them', async () => {
-  const send = () =>
-    fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: rocket, signal: AbortSignal.timeout(150) });
-  const gaveUp = await Promise.allSettled(Array.from({ length: 5 }, send));
+  const clients = Array.from({ length: 5 }, () => new AbortController());
+  const sent = clients.map((c) => fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: rocket, signal: c.signal }));
+  // once one image runs and four wait in the queue, every client gives up
+  let s = await scrape(url);
+  for (let i = 0; i < 500 && value(s, 'dqserve_pending_requests') < 4; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    s = await scrape(url);
+  }
+  expect(value(s, 'dqserve_pending_requests')).toBe(4);
+  for (const c of clients) c.abort();
+  const gaveUp = await Promise.allSettled(sent);
   expect(gaveUp.every((r) => r.status === 'rejected')).toBe(true);
 
   // the first image was already running when its client left; the other four never reach the engine
-  let s = await scrape(url);
   for (let i = 0; i < 50 && value(s, 'dqserve_requests_total', { reason: 'DQ_ERR_CLIENT_DISCONNECTED' }) < 5; i++) {
     await new Promise((r) => setTimeout(r, 20));
     s = await scrape(url);
