@@ -90,7 +90,9 @@ describe('bad input never hurts the server', () => {
     ['an unknown model', () => postImage(url, rocket, 'image/jpeg', '?model=nope'), 404, 'DQ_ERR_MODEL_NOT_FOUND'],
     ['an unknown version', () => postImage(url, rocket, 'image/jpeg', '?version=7'), 404, 'DQ_ERR_MODEL_VERSION_NOT_FOUND'],
     ['a precision that is not a candidate', () => postImage(url, rocket, 'image/jpeg', '?precision=2'), 400, 'DQ_ERR_REQUEST_INVALID_PARAMETER'],
-    ['a bad top_k', () => postImage(url, rocket, 'image/jpeg', '?top_k=zero'), 400, 'DQ_ERR_REQUEST_INVALID'],
+    ['a bad top_k', () => postImage(url, rocket, 'image/jpeg', '?top_k=zero'), 400, 'DQ_ERR_REQUEST_INVALID_PARAMETER'],
+    ['top_k=0', () => postImage(url, rocket, 'image/jpeg', '?top_k=0'), 400, 'DQ_ERR_REQUEST_INVALID_PARAMETER'],
+    ['a misspelled max_bitflops', () => postImage(url, rocket, 'image/jpeg', '?max_bitflop=1e9'), 400, 'DQ_ERR_REQUEST_INVALID_PARAMETER'],
   ];
 
   it.each(cases)('rejects %s with a 4xx JSON error', async (_name, send, status, code) => {
@@ -122,6 +124,17 @@ describe('bad input never hurts the server', () => {
     expect(res.status).toBe(400);
     expect(((await res.json()) as { code: string }).code).toBe('DQ_ERR_REQUEST_MULTIPART_INVALID');
 
+    // a second part, file or text, is refused rather than skipped
+    for (const [name, value] of [['image', new Blob([chelsea])], ['other', new Blob([chelsea])], ['note', 'hello']] as const) {
+      const two = new FormData();
+      two.append('image', new Blob([rocket]), 'r.jpg');
+      if (typeof value === 'string') two.append(name, value);
+      else two.append(name, value, 'c.png');
+      res = await fetch(`${url}/v1/classify`, { method: 'POST', body: two });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { code: string }).code).toBe('DQ_ERR_REQUEST_MULTIPART_INVALID');
+    }
+
     const big = new FormData();
     big.append('image', new Blob([Buffer.alloc(3 * 1024 * 1024, 1)]), 'big.jpg');
     res = await fetch(`${url}/v1/classify`, { method: 'POST', body: big });
@@ -136,6 +149,12 @@ describe('bad input never hurts the server', () => {
     expect(res.status).toBeGreaterThanOrEqual(400);
     expect(res.status).toBeLessThan(500);
     await expectAlive();
+  });
+
+  it('names an unknown query parameter, and accepts media type parameters', async () => {
+    const typo = await postImage(url, rocket, 'image/jpeg', '?max_bitflop=1e9');
+    expect(typo.json.error).toContain('unknown querystring parameter "max_bitflop"');
+    expect((await postImage(url, rocket, 'image/jpeg; charset=binary')).status).toBe(200);
   });
 
   it('answers an unknown route with DQ_ERR_ROUTE_NOT_FOUND', async () => {

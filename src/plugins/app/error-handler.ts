@@ -23,7 +23,13 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
 export function toDqError(err: unknown): DqError {
   if (isDqError(err)) return err;
   const e = err as Partial<FastifyError> & Error;
-  if (e?.validation) return new DqError('DQ_ERR_REQUEST_INVALID', e.message, { cause: err });
+  if (e?.validation) {
+    // A body that breaks its schema is an invalid request; a bad query string, header or path parameter is a
+    // bad parameter (docs/errors.md), an unknown one included: a typo must not silently drop a cost cap.
+    const extra = (e.validation[0]?.params as { additionalProperty?: string } | undefined)?.additionalProperty;
+    const message = extra ? `unknown ${e.validationContext ?? 'request'} parameter "${extra}"` : e.message;
+    return new DqError(e.validationContext === 'body' ? 'DQ_ERR_REQUEST_INVALID' : 'DQ_ERR_REQUEST_INVALID_PARAMETER', message, { cause: err });
+  }
   const mapped = e?.code ? FASTIFY_CODES[e.code] : undefined;
   if (mapped) return new DqError(mapped, undefined, { cause: err });
   if (e instanceof SyntaxError) return new DqError('DQ_ERR_REQUEST_MALFORMED_JSON', undefined, { cause: err });

@@ -18,7 +18,7 @@ const Query = Type.Object({
   knob: Type.Optional(Type.Number({ description: 'λ: > 0 moves the controller to cheaper bit-widths, < 0 to costlier ones' })),
   precision: Type.Optional(Type.Integer({ minimum: 1, maximum: 32, description: 'force every dynamic layer to this bit-width' })),
   max_bitflops: Type.Optional(Type.String({ description: 'cap on this image\'s Bit-FLOPs: the controller\'s choice is lowered until it fits (also header x-dqserve-max-bitflops)' })),
-});
+}, { additionalProperties: false });
 type Query = Static<typeof Query>;
 
 const Entry = Type.Object({ index: Type.Integer(), label: Type.String(), score: Type.Number() });
@@ -45,7 +45,8 @@ const ClassifyResponse = Type.Object({
 export async function classifyRoutes(app: FastifyInstance, ctx: RouteContext): Promise<void> {
   const { config } = ctx;
   app.removeAllContentTypeParsers();
-  for (const type of ['application/octet-stream', /^image\/[\w.+-]+$/]) {
+  // media type parameters (`image/jpeg; charset=binary`) are allowed and ignored
+  for (const type of ['application/octet-stream', /^image\/[\w.+-]+\s*(;.*)?$/]) {
     app.addContentTypeParser(type as string, { parseAs: 'buffer', bodyLimit: config.maxImageBytes }, (_req, body, done) => done(null, body));
   }
   await app.register(multipart, {
@@ -89,11 +90,16 @@ export async function classifyRoutes(app: FastifyInstance, ctx: RouteContext): P
 
 async function readImage(request: FastifyRequest): Promise<Buffer> {
   if (request.isMultipart()) {
-    const part = await request.file();
-    if (!part || part.fieldname !== 'image') throw new DqError('DQ_ERR_REQUEST_MULTIPART_INVALID', part ? `got field "${part.fieldname}"` : 'no file');
-    const buf = await part.toBuffer();
-    if (buf.length === 0) throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
-    return buf;
+    // exactly one part, the file "image": a second part is refused, not silently skipped (nor read to its end)
+    let image: Buffer | undefined;
+    for await (const part of request.parts()) {
+      if (part.type !== 'file' || part.fieldname !== 'image') throw new DqError('DQ_ERR_REQUEST_MULTIPART_INVALID', `got ${part.type === 'file' ? 'file' : 'text'} field "${part.fieldname}"`);
+      if (image) throw new DqError('DQ_ERR_REQUEST_MULTIPART_INVALID', 'more than one file');
+      image = await part.toBuffer();
+    }
+    if (!image) throw new DqError('DQ_ERR_REQUEST_MULTIPART_INVALID', 'no file');
+    if (image.length === 0) throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
+    return image;
   }
   const body = request.body;
   if (body === undefined || body === null) {
