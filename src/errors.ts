@@ -63,12 +63,15 @@ export class DqError extends Error {
   readonly code: ErrorCode;
   readonly statusCode: number;
   readonly retryAfterS: number | undefined;
+  /** What this instance adds to the catalogue message, if anything. */
+  readonly detail: string | undefined;
 
   constructor(code: ErrorCode, detail?: string, options: DqErrorOptions = {}) {
     const spec = ERRORS[code];
     super(detail ? `${spec.message}: ${detail}` : spec.message, { cause: options.cause });
     this.name = 'DqError';
     this.code = code;
+    this.detail = detail;
     this.statusCode = spec.status;
     this.retryAfterS = options.retryAfterS;
   }

@@ -170,7 +170,7 @@ export class ModelPipeline {
         try {
           return await preprocess(img, this.manifest.input, this.limits);
         } catch (err) {
-          if (images.length > 1 && err instanceof DqError) throw new DqError(err.code, `image ${i}`, { cause: err });
+          if (images.length > 1 && err instanceof DqError) throw new DqError(err.code, `image ${i}${err.detail ? `: ${err.detail}` : ''}`, { cause: err });
           throw err;
         }
       }),

@@ -5,6 +5,9 @@ import { parseMaxBitflops } from './budget.js';
 import type { ClassifyResult } from '../pipeline/model-pipeline.js';
 import type { InferInput, InferRequest, InferResponse, OutputTensor } from './oip-schemas.js';
 
+/** The longest queue wait a request may ask for: the server's own ceiling for --request-timeout-ms. */
+const MAX_TIMEOUT_MS = 3_600_000;
+
 export const INPUT_NAME = 'image';
 export const OUTPUT_NAMES = ['logits', 'probabilities', 'bits'] as const;
 type OutputName = (typeof OUTPUT_NAMES)[number];
@@ -123,6 +126,8 @@ export function decodeInferRequest(req: InferRequest, binary: Buffer, maxImages:
   if (images.length !== count) {
     throw new DqError('DQ_ERR_OIP_INVALID_INPUT', `shape ${JSON.stringify(input.shape)} says ${count} images, data holds ${images.length}`);
   }
+  const empty = images.findIndex((b) => b.length === 0);
+  if (empty >= 0) throw new DqError('DQ_ERR_OIP_INVALID_INPUT', `image ${empty} is empty`);
 
   const p = req.parameters ?? {};
   const knob = p['dqserve_knob'] ?? null;
@@ -144,7 +149,8 @@ export function decodeInferRequest(req: InferRequest, binary: Buffer, maxImages:
     knob: knob as number | null,
     precision: precision ?? null,
     maxBitflops: parseMaxBitflops(p['dqserve_max_bitflops'], 'dqserve_max_bitflops'),
-    timeoutMs: timeout === undefined ? null : Math.max(1, Math.ceil(timeout / 1000)),
+    // at most an hour, the server's own ceiling (--request-timeout-ms): 1e15 µs once overflowed the timer to 1 ms
+    timeoutMs: timeout === undefined ? null : Math.min(MAX_TIMEOUT_MS, Math.max(1, Math.ceil(timeout / 1000))),
     outputs: decodeOutputs(req, binaryDefault),
   };
 }

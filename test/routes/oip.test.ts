@@ -157,9 +157,22 @@ describe('POST /v2/models/{m}/infer', () => {
     expect((await fetch(`${url}/v2/health/ready`)).status).toBe(200);
   });
 
-  it('one bad image in a batch fails the request with its index', async () => {
+  it('one bad image in a batch fails the request with its index and the decoder\'s reason', async () => {
     const r = await infer(jsonInput([rocket, Buffer.from('nope')]));
     expect(r.status).toBe(415);
     expect(r.json.error).toMatch(/image 1/);
+    const truncated = await infer(jsonInput([rocket, rocket.subarray(0, 20_000)]));
+    expect(truncated.status).toBe(400);
+    expect(truncated.json.error).toMatch(/image 1: .+/);
+    const empty = await infer(jsonInput([rocket, Buffer.alloc(0)]));
+    expect(empty.json).toEqual({ code: 'DQ_ERR_OIP_INVALID_INPUT', error: expect.stringContaining('image 1 is empty') });
+  });
+
+  it('JSON null is an invalid request, and a huge timeout is capped, not overflowed into an instant timeout', async () => {
+    const res = await fetch(`${url}/v2/models/${M}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'null' });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { code: string }).code).toBe('DQ_ERR_REQUEST_INVALID');
+    const r = await infer({ ...jsonInput([rocket]), parameters: { timeout: 1e15 } });
+    expect(r.status).toBe(200);
   });
 });

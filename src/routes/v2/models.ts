@@ -59,7 +59,8 @@ export async function modelRoutes(app: FastifyInstance, ctx: RouteContext): Prom
       }
     });
     scope.addHook('preValidation', async (request) => {
-      if (request.body === undefined || request.body === null) throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
+      if (request.body === undefined) throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
+      if (request.body === null) throw new DqError('DQ_ERR_REQUEST_INVALID', 'the body is JSON null, not an inference request');
     });
     for (const prefix of ['/v2/models/:name', '/v2/models/:name/versions/:version']) {
       scope.post(
