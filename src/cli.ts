@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // dqserve: serve | classify <files…> | inspect <bundle>. Flags mirror the DQSERVE_* settings in config.ts.
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { loadConfig, settingEntries, envName, flagName, type Config, type ConfigKey } from './config.js';
 import { isDqError } from './errors.js';
@@ -49,6 +49,11 @@ addSettings(
     .option('--precision <bits>', 'force every dynamic layer to this bit-width'),
   OFFLINE_KEYS,
 ).action(async (files: string[], opts: Record<string, string | undefined>) => {
+  for (const file of files) {
+    // a path that is not a readable file is a usage error, said in one line before any model loads
+    const ok = await stat(file).then((s) => s.isFile(), () => false);
+    if (!ok) throw new Error(`classify: ${file} is not a readable file`);
+  }
   const { loadRegistry } = await import('./pipeline/model-registry.js');
   const config = configFrom(opts, { logLevel: 'silent', warmup: false });
   const stderr = (o: object, m: string) => console.error(m, JSON.stringify(o));

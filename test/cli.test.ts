@@ -22,6 +22,13 @@ describe('dqserve CLI', () => {
     expect(lines[1]).toMatchObject({ code: 'DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT' });
   });
 
+  it('classify refuses a missing file in one line before loading a model', async () => {
+    const err = (await run('classify', '--engine', 'fake', join(PHOTOS_DIR, 'rocket.jpg'), '/nope.jpg').catch((e: unknown) => e)) as { code: number; stdout: string; stderr: string };
+    expect(err.code).toBe(1);
+    expect(err.stdout).toBe('');
+    expect(err.stderr.trim()).toBe('error: classify: /nope.jpg is not a readable file');
+  });
+
   it('an invalid setting exits 1 with DQ_ERR_CONFIG_INVALID', async () => {
     const err = (await run('serve', '--port', 'nope').catch((e: unknown) => e)) as { code: number; stderr: string };
     expect(err.code).toBe(1);
