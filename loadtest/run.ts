@@ -91,7 +91,7 @@ export function program(): Command {
     .option('--budget <file>', 'budget JSON (docs/loadtest.md); exit 1 when missed')
     .option('--out <dir>', 'report folder (default loadtest/results/<date>)')
     .addOption(new Option('--stability-percentage <p>', 'a step is stable when its last three windows\' throughput and mean latency are within ±p% of their mean').argParser(bounded('stability-percentage', 0, 1000, false)).default(10))
-    .option('--no-progress', 'no progress lines on stderr');
+    .option('--no-progress', 'no once-a-second progress lines on stderr (step summaries and warnings stay)');
 }
 
 function checkUrl(url: string, allowRemote: boolean): string {
@@ -138,9 +138,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     throw err;
   }
   const o = cmd.opts<Options>();
-  const log = (s: string) => {
-    if (o.progress) process.stderr.write(`[loadtest] ${s}\n`);
-  };
+  const log = (s: string) => process.stderr.write(`[loadtest] ${s}\n`);
+  const progress = (s: string) => o.progress && log(s); // only the once-a-second ticker is optional
   let budget: Budget | null = null;
   let server: ServerProcess | null = null;
   try {
@@ -196,7 +195,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const step = async (load: number): Promise<StepReport> => {
       const before = await scrapeSettled(url, o.timeout * 1000);
       const client = await run(load, o.duration, (p) =>
-        log(`${label(load)}: ${p.elapsedS.toFixed(0)}/${o.duration} s, ${p.responses} responses (${(p.ok / p.elapsedS).toFixed(1)} ok/s), ${p.failed} failed`),
+        progress(`${label(load)}: ${p.elapsedS.toFixed(0)}/${o.duration} s, ${p.responses} responses (${(p.ok / p.elapsedS).toFixed(1)} ok/s), ${p.failed} failed`),
       );
       const after = await scrapeSettled(url, o.timeout * 1000);
       const { bitflopsSamples, ...clientFigures } = client;

@@ -81,8 +81,11 @@ describe('npm run loadtest', () => {
   it('exits 1 with a table of what failed by how much when the budget cannot be met', async () => {
     const budget = file('strict.json', JSON.stringify({ latencyMs: { p99: 0.001 }, minThroughputRps: 1e9, maxErrorRate: 0 }));
     const out = join(dir, 'strict');
-    const { code, stderr } = await loadtest([...QUICK, '--url', server.url, '--budget', budget, '--out', out]);
+    const { code, stderr } = await loadtest([...QUICK, '--url', server.url, '--budget', budget, '--out', out, '--no-progress']);
     expect(code, stderr).toBe(1);
+    // --no-progress drops the ticker only: the step's summary and the verdict remain
+    expect(stderr).not.toMatch(/4 connections: \d+\/\d+ s,/);
+    expect(stderr).toMatch(/\[loadtest\] 4 connections: [\d.]+ req\/s, .*: budget missed/);
     expect(stderr).toContain('budget missed at 4 connections:');
     expect(stderr).toContain('| limit | budget | measured | missed by |');
     expect(stderr).toMatch(/\| latency p99 \| ≤ 0\.001 ms \| [\d.]+ ms \| \+[\d.]+ ms \(\+\d+\.\d%\) \|/);
