@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { Config } from './config.js';
 import { DqError } from './errors.js';
 import type { ModelRegistry } from './pipeline/model-registry.js';
-import { installErrorHandlers, sendError } from './plugins/app/error-handler.js';
+import { clientErrorHandler, installErrorHandlers, sendError } from './plugins/app/error-handler.js';
 import { registerSwagger } from './plugins/external/swagger.js';
 import type { PrometheusRecorder } from './metrics/prometheus-recorder.js';
 import { metricsRoutes } from './routes/metrics/metrics.js';
@@ -48,6 +48,7 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
     requestTimeout: 60_000,
     keepAliveTimeout: 10_000,
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+    clientErrorHandler,
   }) as unknown as FastifyInstance;
 
   const ctx: RouteContext = { config, registry: deps.registry, state: deps.state ?? { closing: false }, recorder: deps.recorder ?? null };

@@ -18,6 +18,10 @@ export const ERRORS = {
   DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'unsupported Content-Type' },
   DQ_ERR_REQUEST_TOO_LARGE: { status: 413, message: 'request body exceeds the byte limit' },
   DQ_ERR_ROUTE_NOT_FOUND: { status: 404, message: 'no such route' },
+  // HTTP framing, answered by the connection's parser before any route runs
+  DQ_ERR_HTTP_MALFORMED: { status: 400, message: 'malformed HTTP request' },
+  DQ_ERR_HTTP_HEADERS_TOO_LARGE: { status: 431, message: 'request headers too large' },
+  DQ_ERR_HTTP_REQUEST_TIMEOUT: { status: 408, message: 'the request was not received in time' },
 
   // Image decoding (preprocess)
   DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT: { status: 415, message: 'not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, AVIF)' },

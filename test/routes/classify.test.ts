@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -155,6 +156,30 @@ describe('bad input never hurts the server', () => {
     const typo = await postImage(url, rocket, 'image/jpeg', '?max_bitflop=1e9');
     expect(typo.json.error).toContain('unknown querystring parameter "max_bitflop"');
     expect((await postImage(url, rocket, 'image/jpeg; charset=binary')).status).toBe(200);
+  });
+
+  it('answers malformed HTTP in the {error, code} shape too, with a request id', async () => {
+    const raw = (text: string) =>
+      new Promise<string>((resolve, reject) => {
+        const { port } = new URL(url);
+        const sock = connect(Number(port), '127.0.0.1', () => sock.end(text));
+        let got = '';
+        sock.on('data', (d) => (got += d.toString()));
+        sock.on('close', () => resolve(got));
+        sock.on('error', reject);
+      });
+    const cases: Array<[string, string, string]> = [
+      ['GARBAGE\r\n\r\n', '400', 'DQ_ERR_HTTP_MALFORMED'],
+      ['POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n', '400', 'DQ_ERR_HTTP_MALFORMED'],
+      [`GET /v2 HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, '431', 'DQ_ERR_HTTP_HEADERS_TOO_LARGE'],
+    ];
+    for (const [request, status, code] of cases) {
+      const res = await raw(request);
+      expect(res.startsWith(`HTTP/1.1 ${status} `), res.slice(0, 80)).toBe(true);
+      expect(res).toMatch(/\r\nx-request-id: [0-9a-f-]{36}\r\n/);
+      expect(JSON.parse(res.slice(res.indexOf('\r\n\r\n') + 4))).toEqual({ error: expect.any(String), code });
+    }
+    await expectAlive();
   });
 
   it('answers an unknown route with DQ_ERR_ROUTE_NOT_FOUND', async () => {

@@ -1,6 +1,8 @@
 // The one error handler: maps our DqErrors and fastify's own framing errors to the DQ_ERR_* catalogue,
 // answers {error, code}, logs 5xx with request context and never sends their details.
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { DqError, errorBody, isDqError, type ErrorCode } from '../../errors.js';
 
 const FASTIFY_CODES: Record<string, ErrorCode> = {
@@ -58,3 +60,28 @@ export function installErrorHandlers(app: FastifyInstance): void {
   });
   app.setNotFoundHandler((request, reply) => sendError(reply, new DqError('DQ_ERR_ROUTE_NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`)));
 }
+
+/**
+ * Fastify's clientErrorHandler: errors of the HTTP parser (a garbage request line, a bad Content-Length or
+ * chunk, headers over the limit, a body that never arrives) reach no route, so they are answered here on the
+ * raw socket, in the same {error, code} shape with an x-request-id for the log line.
+ */
+export function clientErrorHandler(this: { log: FastifyBaseLogger }, err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const dq = new DqError(
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'DQ_ERR_HTTP_REQUEST_TIMEOUT' : err.code === 'HPE_HEADER_OVERFLOW' ? 'DQ_ERR_HTTP_HEADERS_TOO_LARGE' : 'DQ_ERR_HTTP_MALFORMED',
+    err.code,
+  );
+  const id = randomUUID();
+  this.log.info({ reqId: id, code: dq.code, detail: err.code }, 'client error');
+  const body = JSON.stringify(errorBody(dq));
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${dq.statusCode} ${STATUS_TEXT[dq.statusCode] ?? 'Bad Request'}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nx-request-id: ${id}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };
