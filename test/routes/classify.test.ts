@@ -189,8 +189,12 @@ describe('bad input never hurts the server', () => {
   });
 
   it('serves the OpenAPI document and the docs page', async () => {
-    const spec = (await (await fetch(`${url}/docs/json`)).json()) as { paths: Record<string, unknown> };
+    type Body = { requestBody?: { content: Record<string, unknown> } };
+    const spec = (await (await fetch(`${url}/docs/json`)).json()) as { paths: Record<string, { post?: Body }> };
     expect(Object.keys(spec.paths)).toEqual(expect.arrayContaining(['/v1/classify', '/v2/models/{name}/infer', '/v2/health/ready']));
+    // bodies the docs page can send: an image or a multipart file to /v1/classify, JSON or binary to infer
+    expect(Object.keys(spec.paths['/v1/classify']!.post!.requestBody!.content)).toEqual(expect.arrayContaining(['image/jpeg', 'application/octet-stream', 'multipart/form-data']));
+    expect(Object.keys(spec.paths['/v2/models/{name}/infer']!.post!.requestBody!.content)).toEqual(['application/json', 'application/octet-stream']);
     expect((await fetch(`${url}/docs`)).status).toBeLessThan(400);
   });
 });

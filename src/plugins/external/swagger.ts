@@ -2,6 +2,36 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
+import type { OpenAPIV3 } from 'openapi-types';
+
+const BINARY: OpenAPIV3.MediaTypeObject = { schema: { type: 'string', format: 'binary' } };
+const IMAGE_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/tiff', 'image/avif', 'application/octet-stream'];
+
+/**
+ * The request bodies the routes' schemas cannot say (they are parsed as buffers, not validated): the
+ * upload route's image or multipart file, and the infer routes' binary tensor extension, so that the docs
+ * page can send them.
+ */
+function documentBodies(doc: OpenAPIV3.Document): OpenAPIV3.Document {
+  const classify = doc.paths['/v1/classify']?.post;
+  if (classify) {
+    classify.requestBody = {
+      required: true,
+      description: 'the encoded image as the body, or as the only part of a multipart body, the file field "image"',
+      content: {
+        ...Object.fromEntries(IMAGE_TYPES.map((t) => [t, BINARY])),
+        'multipart/form-data': { schema: { type: 'object', required: ['image'], properties: { image: { type: 'string', format: 'binary' } } } },
+      },
+    };
+  }
+  for (const [path, item] of Object.entries(doc.paths)) {
+    const body = path.endsWith('/infer') ? (item?.post?.requestBody as OpenAPIV3.RequestBodyObject | undefined) : undefined;
+    if (!body) continue;
+    body.description = 'JSON, or with the header Inference-Header-Content-Length: the JSON header followed by binary tensor data (docs/api.md)';
+    body.content['application/octet-stream'] = BINARY;
+  }
+  return doc;
+}
 
 export async function registerSwagger(app: FastifyInstance, version: string): Promise<void> {
   await app.register(swagger, {
@@ -17,6 +47,7 @@ export async function registerSwagger(app: FastifyInstance, version: string): Pr
         { name: 'health', description: 'Liveness and readiness' },
       ],
     },
+    transformObject: (d) => ('openapiObject' in d ? documentBodies(d.openapiObject as OpenAPIV3.Document) : d.swaggerObject),
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 }
