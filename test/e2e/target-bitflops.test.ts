@@ -1,13 +1,12 @@
 // --target-bitflops: the feedback controller holds the mean Bit-FLOPs per image at the target while the input
 // mix changes (the CIFAR sample arrives class by class). Fake engine always; the real bundle when present,
 // over 2,000 CIFAR-10 test images, with the accuracy compared to the calibration table's prediction.
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/server.js';
 import { loadBundle } from '../../src/repository/bundle.js';
 import { TargetController } from '../../src/pipeline/target-controller.js';
 import { cifarSample } from '../helpers/cifar.js';
-import { hasDynamicBundle, MODELS_DIR } from '../helpers/paths.js';
+import { DYNAMIC_BUNDLE, hasDynamicBundle, MODELS_DIR } from '../helpers/paths.js';
 import { mapConcurrent, postImage, startTestServer } from '../helpers/server.js';
 import { scrape, value } from '../metrics/scrape.js';
 
@@ -55,7 +54,7 @@ describe.skipIf(!hasDynamicBundle)('--target-bitflops (real bundle, 2,000 CIFAR-
   let target: number;
 
   beforeAll(async () => {
-    const { manifest } = await loadBundle(join(MODELS_DIR, 'resnet20_dq', '2'), { verifyChecksums: false });
+    const { manifest } = await loadBundle(DYNAMIC_BUNDLE, { verifyChecksums: false });
     calib = [...(manifest.calibration ?? [])].sort((a, b) => a.knob - b.knob);
     const means = calib.map((c) => c.mean_bitflops);
     // Inside the calibrated range: 40% of the way from the cheapest calibrated mean to the costliest.

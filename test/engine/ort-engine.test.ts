@@ -15,9 +15,9 @@ import { cifarTest } from '../helpers/cifar.js';
 import { CIFAR_TEST_TAR, DYNAMIC_BUNDLE, hasDynamicBundle } from '../helpers/paths.js';
 
 // The bundle is committed: a missing one must fail here rather than silently skip the tests that need it.
-it('the default bundle models/resnet20_dq/2 is present', () => expect(hasDynamicBundle).toBe(true));
+it(`the default bundle ${DYNAMIC_BUNDLE} is present`, () => expect(hasDynamicBundle).toBe(true));
 
-describe.skipIf(!hasDynamicBundle)('OrtEngine on models/resnet20_dq/2', () => {
+describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resnet20_dq, newest version)', () => {
   let engine: OrtEngine;
   let manifest: Manifest;
   let inputs: Float32Array[];
