@@ -143,13 +143,10 @@ export class DynamicBatcher {
   }
 
   private schedule(): void {
-    if (this.running >= this.opts.instanceCount || this.queue.length === 0) return;
-    if (this.queue.length >= this.opts.maxBatchSize || this.closed) {
-      // as many full batches as there are free instances (a backlog, or draining), not one per call
-      while (this.running < this.opts.instanceCount && this.queue.length > 0 && (this.queue.length >= this.opts.maxBatchSize || this.closed)) this.flush();
-      return;
-    }
-    if (this.flushTimer) return;
+    // as many full batches as there are free instances (a backlog, or draining), not one per call
+    while (this.running < this.opts.instanceCount && this.queue.length > 0 && (this.queue.length >= this.opts.maxBatchSize || this.closed)) this.flush();
+    if (this.running >= this.opts.instanceCount || this.queue.length === 0 || this.flushTimer) return;
+    // a partial batch with an instance free: leave when the oldest image has waited maxQueueDelay
     const oldest = (this.queue[0] as Pending).enqueuedAt;
     const waitMs = Math.max(0, oldest + this.opts.maxQueueDelayMicroseconds / 1000 - performance.now());
     // setTimeout(0) still lets requests that arrive in this tick join; Node timers have 1 ms resolution.
@@ -189,8 +186,9 @@ export class DynamicBatcher {
         p.request.deliver(p.index, { sample: out.samples[i] as SampleResult, timing: out.timing, queueMs: started - p.enqueuedAt, batchSize: batch.length }),
       );
     } catch (err) {
-      const e = err instanceof DqError ? err : new DqError('DQ_ERR_ENGINE_FAILED', (err as Error)?.message, { cause: err });
-      for (const p of batch) p.request.fail(e);
+      let e = err instanceof DqError ? err : new DqError('DQ_ERR_ENGINE_FAILED', (err as Error)?.message, { cause: err });
+      if (e.statusCode === 503 && e.retryAfterS === undefined) e = new DqError(e.code, e.detail, { retryAfterS: this.opts.retryAfterSeconds, cause: err });
+      for (const p of batch) this.withdraw(p.request, e); // the rest of each request leaves the queue too
     } finally {
       this.running--;
       this.notifyIdle();

@@ -55,6 +55,15 @@ describe('DynamicBatcher', () => {
     expect(engine.maxConcurrent).toBe(3);
   });
 
+  it('a partial batch left after full ones starts at once on a free instance', async () => {
+    const engine = new FakeEngine(undefined, { batchDelayMs: 300 });
+    const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 4, instanceCount: 3 });
+    const results = await b.submit(samples(engine, 6), dyn, 10_000);
+    expect(engine.batches).toEqual([4, 2]);
+    expect(engine.maxConcurrent).toBe(2); // the 2 did not wait for the 4 to finish
+    expect(Math.max(...results.map((r) => r.queueMs))).toBeLessThan(200);
+  });
+
   it('mixes per-sample options in one batch', async () => {
     const engine = new FakeEngine();
     const b = new DynamicBatcher(engine, opts);
@@ -141,6 +150,25 @@ describe('DynamicBatcher', () => {
     await b.drain();
     expect(engine.batches).toEqual([1]);
     await expect(one(new DynamicBatcher(engine, opts), xs[0]!, dyn, 1000, AbortSignal.abort())).rejects.toMatchObject({ code: 'DQ_ERR_CLIENT_DISCONNECTED' });
+  });
+
+  it('an engine failure fails the whole request: its images still queued do not run', async () => {
+    const engine = new FakeEngine();
+    let fail = true;
+    const flaky = Object.assign(Object.create(engine) as FakeEngine, {
+      infer: (...a: Parameters<FakeEngine['infer']>) => (fail ? ((fail = false), Promise.reject(new Error('boom'))) : engine.infer(...a)),
+    });
+    const b = new DynamicBatcher(flaky, { ...opts, maxBatchSize: 1 });
+    await expect(b.submit(samples(engine, 4), dyn, 1000)).rejects.toMatchObject({ code: 'DQ_ERR_ENGINE_FAILED' });
+    await b.drain();
+    expect(engine.batches).toEqual([]); // the three others never reached the engine
+  });
+
+  it('a 503 from the engine (no worker left) carries the Retry-After', async () => {
+    const engine = new FakeEngine();
+    const down = Object.assign(Object.create(engine) as FakeEngine, { infer: () => Promise.reject(new DqError('DQ_ERR_MODEL_NOT_READY', 'restarting')) });
+    const b = new DynamicBatcher(down, opts);
+    await expect(one(b, samples(engine, 1)[0]!, dyn, 1000)).rejects.toMatchObject({ code: 'DQ_ERR_MODEL_NOT_READY', retryAfterS: 2 });
   });
 
   it('an engine failure rejects the batch with DQ_ERR_ENGINE_FAILED and does not stop the queue', async () => {
