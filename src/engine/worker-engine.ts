@@ -85,6 +85,8 @@ export class WorkerEngine implements Engine {
   private readonly workers: WorkerHandle[] = [];
   private closing = false;
   private warmed = false;
+  /** Replacements being started (close() waits for them). */
+  private readonly starting = new Set<Promise<void>>();
 
   private constructor(
     manifest: Manifest,
@@ -101,12 +103,16 @@ export class WorkerEngine implements Engine {
 
   static async load(dir: string, manifest: Manifest, options: OrtEngineOptions, instances: number, events: WorkerEngineEvents = {}): Promise<WorkerEngine> {
     const engine = new WorkerEngine(manifest, dir, options, events); // validates the layout before starting threads
-    try {
-      engine.workers.push(...(await Promise.all(Array.from({ length: instances }, () => engine.spawn()))));
-    } catch (err) {
-      await engine.close();
+    const started = await Promise.allSettled(Array.from({ length: instances }, () => engine.spawn()));
+    const loaded = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      engine.closing = true;
+      await Promise.allSettled(loaded.map(shutdown)); // the ones that did load must not outlive the failure
+      const err: unknown = failed.reason;
       throw err instanceof DqError && err.code === 'DQ_ERR_ENGINE_FAILED' ? new DqError('DQ_ERR_BUNDLE_INVALID', err.message, { cause: err }) : err;
     }
+    engine.workers.push(...loaded);
     return engine;
   }
 
@@ -127,9 +133,9 @@ export class WorkerEngine implements Engine {
   private replace(dead: WorkerHandle, code: number, attempt = 0): void {
     if (this.closing || !this.workers.includes(dead)) return; // closing, or it died while loading: spawn() throws
     if (attempt === 0) this.events.onWorkerExit?.(code);
-    this.spawn().then(
-      (fresh) => {
-        if (this.closing) void fresh.worker.terminate();
+    const starting: Promise<void> = this.spawn().then(
+      async (fresh) => {
+        if (this.closing) await shutdown(fresh);
         else this.workers[this.workers.indexOf(dead)] = fresh;
       },
       (err: unknown) => {
@@ -139,6 +145,8 @@ export class WorkerEngine implements Engine {
         setTimeout(() => this.replace(dead, code, attempt + 1), wait).unref(); // a no-op once closing
       },
     );
+    this.starting.add(starting);
+    void starting.finally(() => this.starting.delete(starting));
   }
 
   /** At least one worker can run a batch (false while every worker is being restarted). */
@@ -167,7 +175,16 @@ export class WorkerEngine implements Engine {
 
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.allSettled(this.workers.map((w) => w.call({ type: 'close' })));
-    await Promise.allSettled(this.workers.map((w) => w.worker.terminate()));
+    await Promise.allSettled([...this.starting]); // a replacement still loading is shut down once it has loaded
+    await Promise.allSettled(this.workers.map(shutdown));
   }
+}
+
+/**
+ * Releases the sessions, then ends the thread: onnxruntime-node aborts the whole process when a thread is
+ * terminated inside a native call, so a worker is only terminated between messages.
+ */
+async function shutdown(w: WorkerHandle): Promise<void> {
+  await w.call({ type: 'close' }).catch(() => undefined);
+  await w.worker.terminate();
 }

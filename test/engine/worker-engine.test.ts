@@ -1,12 +1,16 @@
 // WorkerEngine when a worker thread dies: its in-flight batch fails, the model is not ready while no worker
 // can run a batch (503s, never requests hanging on a dead thread), a fresh worker takes the slot, and close()
 // still finishes.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WorkerEngine } from '../../src/engine/worker-engine.js';
 import { loadBundle } from '../../src/repository/bundle.js';
 import type { Manifest } from '../../src/repository/manifest.js';
-import { DYNAMIC_BUNDLE, hasDynamicBundle } from '../helpers/paths.js';
+import { DYNAMIC_BUNDLE, hasDynamicBundle, MODELS_DIR, PHOTOS_DIR } from '../helpers/paths.js';
+import { postImage, startTestServer } from '../helpers/server.js';
+import { scrape, value } from '../metrics/scrape.js';
 
 const opts = { intraOpNumThreads: 1, interOpNumThreads: 1 };
 let engine: WorkerEngine | undefined;
@@ -51,6 +55,20 @@ describe.skipIf(!hasDynamicBundle)('WorkerEngine restarts a worker that exited',
     const after = await run(e);
     expect(after.samples[0]!.bits).toEqual(before.samples[0]!.bits);
     expect(Array.from(after.samples[0]!.logits)).toEqual(Array.from(before.samples[0]!.logits));
+  }, 120_000);
+
+  it('a server logs and counts the restart, and serves again', async () => {
+    const server = await startTestServer({ engine: 'ort', modelRepository: MODELS_DIR, model: 'resnet20_dq', instanceCount: 1 });
+    try {
+      const e = server.registry.get().engine as WorkerEngine;
+      await threads(e)[0]!.terminate();
+      await until(() => e.healthy);
+      const s = await scrape(server.url);
+      expect(value(s, 'dqserve_engine_restarts_total', { model: 'resnet20_dq' })).toBe(1);
+      expect((await postImage(server.url, readFileSync(join(PHOTOS_DIR, 'rocket.jpg')))).status).toBe(200);
+    } finally {
+      await server.close();
+    }
   }, 120_000);
 
   it('keeps serving on the other instances meanwhile, and close() finishes', async () => {
