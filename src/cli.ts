@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // dqserve: serve | classify <files…> | inspect <bundle>. Flags mirror the DQSERVE_* settings in config.ts.
-import { readFile, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, readFile, stat } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { loadConfig, settingEntries, envName, flagName, type Config, type ConfigKey } from './config.js';
 import { isDqError } from './errors.js';
@@ -51,8 +52,7 @@ addSettings(
 ).action(async (files: string[], opts: Record<string, string | undefined>) => {
   for (const file of files) {
     // a path that is not a readable file is a usage error, said in one line before any model loads
-    const ok = await stat(file).then((s) => s.isFile(), () => false);
-    if (!ok) throw new Error(`classify: ${file} is not a readable file`);
+    if (!(await readableFile(file))) throw new Error(`classify: ${file} is not a readable file`);
   }
   const { loadRegistry } = await import('./pipeline/model-registry.js');
   const config = configFrom(opts, { logLevel: 'silent', warmup: false });
@@ -104,6 +104,15 @@ program
     console.log(JSON.stringify(report));
     if (report.bits_agree < 0.999 || report.top1_agree < 0.999) process.exitCode = 1;
   });
+
+async function readableFile(path: string): Promise<boolean> {
+  try {
+    await access(path, constants.R_OK);
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(isDqError(err) ? `${err.code}: ${err.message}` : `error: ${err instanceof Error ? err.message : String(err)}`);

@@ -74,12 +74,16 @@ export async function decodeRgb(image: Buffer, limits: PreprocessLimits, spec?: 
  */
 function headerSize(image: Buffer): { width: number; height: number } | undefined {
   try {
-    const { width, height } = imageSize(image);
-    return width > 0 && height > 0 ? { width, height } : undefined;
+    const { width, height, type } = imageSize(image);
+    // only formats we decode: a blocked one (SVG, BMP, ...) is refused as such by the decoder, whatever its size
+    return type && DECODED.has(type) && width > 0 && height > 0 ? { width, height } : undefined;
   } catch {
     return undefined;
   }
 }
+
+/** image-size's names for the formats ALLOWED_LOADERS decode. */
+const DECODED = new Set(['jpg', 'png', 'webp', 'gif', 'tiff', 'avif', 'heif']);
 
 /** Maps a sharp/libvips failure to the catalogue (the messages are libvips', checked in test/preprocess). */
 export function decodeError(err: unknown): DqError {

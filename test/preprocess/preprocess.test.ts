@@ -100,6 +100,9 @@ describe('preprocess', () => {
     await expect(preprocess(Buffer.from('hello, world'), spec, limits)).rejects.toMatchObject({ code: 'DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT' });
     const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>');
     await expect(preprocess(svg, spec, limits)).rejects.toMatchObject({ code: 'DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT' });
+    // a blocked format is refused as such even when its header claims a size the resize could not take
+    const strip = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1000000"/>');
+    await expect(preprocess(strip, spec, limits)).rejects.toMatchObject({ code: 'DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT' });
     await expect(preprocess(rocket.subarray(0, rocket.length / 2), spec, limits)).rejects.toMatchObject({ code: 'DQ_ERR_PREPROCESS_DECODE_FAILED' });
     await expect(preprocess(rocket, spec, { maxInputPixels: 1000 })).rejects.toMatchObject({ code: 'DQ_ERR_PREPROCESS_TOO_MANY_PIXELS' });
   });

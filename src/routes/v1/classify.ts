@@ -90,11 +90,11 @@ export async function classifyRoutes(app: FastifyInstance, ctx: RouteContext): P
 
 async function readImage(request: FastifyRequest): Promise<Buffer> {
   if (request.isMultipart()) {
-    // exactly one part, the file "image": a second part is refused, not silently skipped (nor read to its end)
+    // exactly one part, the file "image": another part is refused, not silently skipped (nor read to its end);
+    // a second file trips the plugin's `files: 1` limit (FST_FILES_LIMIT) before it reaches this loop
     let image: Buffer | undefined;
     for await (const part of request.parts()) {
       if (part.type !== 'file' || part.fieldname !== 'image') throw new DqError('DQ_ERR_REQUEST_MULTIPART_INVALID', `got ${part.type === 'file' ? 'file' : 'text'} field "${part.fieldname}"`);
-      if (image) throw new DqError('DQ_ERR_REQUEST_MULTIPART_INVALID', 'more than one file');
       image = await part.toBuffer();
     }
     if (!image) throw new DqError('DQ_ERR_REQUEST_MULTIPART_INVALID', 'no file');
