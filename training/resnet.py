@@ -108,6 +108,8 @@ class DQResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         self.register_buffer("layer_macs", torch.zeros(len(self.dynamic_layers)), persistent=False)
+        # a buffer, so it lives on the model's device: a fresh CPU tensor per step cost a host-to-GPU copy each time
+        self.register_buffer("candidates_tensor", torch.tensor(cfg.candidates, dtype=torch.float32), persistent=False)
 
     # -- precision -------------------------------------------------------------------------------
     def set_precision(self, mode: str, static_bits: Optional[int] = None):
@@ -118,10 +120,6 @@ class DQResNet(nn.Module):
         if mode == "static" and static_bits is None:
             raise ValueError("static precision needs static_bits")
         self.precision.mode, self.precision.static_bits = mode, static_bits
-
-    @property
-    def candidates_tensor(self):
-        return torch.tensor(self.cfg.candidates, dtype=torch.float32)
 
     # -- forward ---------------------------------------------------------------------------------
     def stem_forward(self, x):

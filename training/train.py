@@ -129,6 +129,7 @@ def train(cfg: TrainConfig) -> Path:
     device = _device(cfg, local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv algorithms once
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     out = Path(cfg.out)
@@ -183,7 +184,10 @@ def train(cfg: TrainConfig) -> Path:
         perm = torch.randperm(n, generator=g)[: steps * cfg.batch_size * world]
         mine = perm[rank::world].to(device)
         model.train()
-        t0, seen, loss_sum, correct, ratio_sum = time.time(), 0, 0.0, 0, 0.0
+        # sums stay on the device: a float() per step would stall the GPU on every batch (small models are
+        # launch-bound there, so the CPU must be free to queue the next step while the GPU runs this one)
+        t0, seen = time.time(), 0
+        loss_sum, correct, ratio_sum = (torch.zeros((), device=device, dtype=torch.float64) for _ in range(3))
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (main and cfg.progress),
                    leave=False)
         for step in bar:
@@ -200,20 +204,21 @@ def train(cfg: TrainConfig) -> Path:
                     loss = loss + cost_loss(cfg, model, choice.float())
                     if cfg.diversity:
                         loss = loss + cfg.diversity * diversity_loss(ctrl_logits)
-                    ratio_sum += float(cost.dynamic_cost_ratio(model, choice.float().detach(), cfg.target_bits)) * len(y)
+                    ratio_sum += cost.dynamic_cost_ratio(model, choice.float().detach(), cfg.target_bits).detach() * len(y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             seen += len(y)
-            loss_sum += float(loss) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            loss_sum += loss.detach().float() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            if not bar.disable:
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{float(correct) / seen:.3f}")
         if main:
             ev = accuracy(model, test_x, test_y)
-            rec = dict(epoch=epoch + 1, lr=lr_at(cfg, epoch + 1), loss=loss_sum / seen, train_acc=correct / seen,
+            rec = dict(epoch=epoch + 1, lr=lr_at(cfg, epoch + 1), loss=float(loss_sum) / seen, train_acc=float(correct) / seen,
                        test_acc=ev["top1"], seconds=round(time.time() - t0, 2))
             if cfg.precision == "dynamic":
-                rec.update(train_cost_ratio=ratio_sum / seen, test_mean_bits=ev["mean_bits"],
+                rec.update(train_cost_ratio=float(ratio_sum) / seen, test_mean_bits=ev["mean_bits"],
                            test_cost_ratio=ev["cost_ratio"])
             log.write(json.dumps(rec) + "\n")
             log.flush()
