@@ -11,6 +11,14 @@ const dyn = { knob: 0, precision: null };
 const one = (b: DynamicBatcher, x: Float32Array, o: SampleOptions, timeoutMs: number, signal?: AbortSignal) =>
   b.submit([x], o, timeoutMs, signal).then(([r]) => r!);
 
+/** An engine whose first batch fails with a plain Error, then works. */
+function failingOnce(engine: FakeEngine): FakeEngine {
+  let fail = true;
+  return Object.assign(Object.create(engine) as FakeEngine, {
+    infer: (...a: Parameters<FakeEngine['infer']>) => (fail ? ((fail = false), Promise.reject(new Error('boom'))) : engine.infer(...a)),
+  });
+}
+
 function samples(engine: FakeEngine, n: number): Float32Array[] {
   return Array.from({ length: n }, (_, i) => Float32Array.from({ length: engine.sampleSize }, (_, j) => Math.sin(i * 31 + j) * 2));
 }
@@ -154,10 +162,7 @@ describe('DynamicBatcher', () => {
 
   it('an engine failure fails the whole request: its images still queued do not run', async () => {
     const engine = new FakeEngine();
-    let fail = true;
-    const flaky = Object.assign(Object.create(engine) as FakeEngine, {
-      infer: (...a: Parameters<FakeEngine['infer']>) => (fail ? ((fail = false), Promise.reject(new Error('boom'))) : engine.infer(...a)),
-    });
+    const flaky = failingOnce(engine);
     const b = new DynamicBatcher(flaky, { ...opts, maxBatchSize: 1 });
     await expect(b.submit(samples(engine, 4), dyn, 1000)).rejects.toMatchObject({ code: 'DQ_ERR_ENGINE_FAILED' });
     await b.drain();
@@ -173,10 +178,7 @@ describe('DynamicBatcher', () => {
 
   it('an engine failure rejects the batch with DQ_ERR_ENGINE_FAILED and does not stop the queue', async () => {
     const engine = new FakeEngine();
-    let fail = true;
-    const flaky = Object.assign(Object.create(engine) as FakeEngine, {
-      infer: (...a: Parameters<FakeEngine['infer']>) => (fail ? ((fail = false), Promise.reject(new Error('boom'))) : engine.infer(...a)),
-    });
+    const flaky = failingOnce(engine);
     const b = new DynamicBatcher(flaky, { ...opts, maxBatchSize: 1 });
     const xs = samples(engine, 2);
     const [a, c] = await Promise.allSettled(xs.map((x) => one(b, x, dyn, 1000)));
