@@ -1,6 +1,7 @@
 // npm run bench: throughput and latency of POST /v1/classify with CIFAR-10 JPEGs at a few concurrencies
 // (autocannon's programmatic API: its CLI corrupts binary bodies), batched vs naive (no batching),
-// the static bundle when present, and stage ceilings (engine tight loop, sharp alone, empty fastify route).
+// the static bundle when present, and stage ceilings (engine tight loop, sharp alone, empty fastify route),
+// with the bundles' engines also timed taking turns, for a drift-free ratio.
 // Not a test: numbers depend on the machine. Writes bench/results/<date>-<host>.json and prints Markdown.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg } from 'node:os';
@@ -35,6 +36,7 @@ async function main(): Promise<void> {
 
   await sharpCeiling(images);
   for (const ref of bundles) await engineCeiling(ref.dir, images);
+  if (bundles.length > 1) await enginesInterleaved(bundles.map((b) => b.dir), images);
   await emptyRouteCeiling(images[0] as Buffer);
 
   for (const ref of bundles) {
@@ -101,6 +103,40 @@ async function engineCeiling(dir: string, images: Buffer[]): Promise<void> {
       log(rows.at(-1));
     }
     await engine.close();
+  }
+}
+
+/**
+ * The bundles' engines at batch 64, one thread, taking turns batch by batch in one process: the machine's
+ * drift (a quarter between runs here) hits them alike, so their ratio is the models', not the minute's.
+ */
+async function enginesInterleaved(dirs: string[], images: Buffer[]): Promise<void> {
+  const B = 64;
+  const engines = await Promise.all(
+    dirs.map(async (dir) => {
+      const { manifest } = await loadBundle(dir, { verifyChecksums: false });
+      const engine = await OrtEngine.load(dir, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+      await engine.warmup();
+      const inputs = await Promise.all(images.slice(0, B).map((b) => preprocess(b, manifest.input, { maxInputPixels: 1e7 })));
+      const batch = new Float32Array(B * engine.sampleSize);
+      inputs.forEach((x, i) => batch.set(x, i * engine.sampleSize));
+      return { name: manifest.name, engine, batch, ms: 0, n: 0 };
+    }),
+  );
+  const opts = Array.from({ length: B }, () => ({ knob: 0, precision: null }));
+  const t0 = performance.now();
+  while (performance.now() - t0 < DURATION_S * 1000) {
+    for (const e of engines) {
+      const t = performance.now();
+      await e.engine.infer(e.batch.slice(), B, opts);
+      e.ms += performance.now() - t;
+      e.n += B;
+    }
+  }
+  for (const e of engines) {
+    rows.push({ scenario: `stage: engine ${e.name} (intra-op 1), interleaved with the other bundles`, concurrency: `batch ${B}`, imagesPerS: e.n / (e.ms / 1000), p50Ms: null, p99Ms: null, errors: 0 });
+    log(rows.at(-1));
+    await e.engine.close();
   }
 }
 
