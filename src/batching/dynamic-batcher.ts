@@ -30,9 +30,9 @@ export interface BatchedResult {
 
 /** One request's samples: admitted together, and when one cannot finish, the rest still queued leave too. */
 class Request {
-  readonly results: (BatchedResult | undefined)[];
+  private readonly results: (BatchedResult | undefined)[];
   private left: number;
-  done = false;
+  private done = false;
   timer: NodeJS.Timeout | undefined;
 
   constructor(

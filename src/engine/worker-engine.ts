@@ -21,7 +21,7 @@ class WorkerHandle {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
 
-  constructor(onExit: (code: number) => void = () => {}) {
+  constructor(onExit: (code: number) => void) {
     this.worker = import.meta.url.endsWith('.ts') ? tsWorker() : new Worker(new URL('./ort-worker.js', import.meta.url));
     this.worker.on('message', (reply: WorkerReply) => {
       const p = this.pending.get(reply.id);
