@@ -3,9 +3,9 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import type { OpenAPIV3 } from 'openapi-types';
+import { RAW_UPLOAD_TYPES } from '../../routes/v1/classify.js';
 
 const BINARY: OpenAPIV3.MediaTypeObject = { schema: { type: 'string', format: 'binary' } };
-const IMAGE_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/tiff', 'image/avif', 'application/octet-stream'];
 
 /**
  * The request bodies the routes' schemas cannot say (they are parsed as buffers, not validated): the
@@ -19,7 +19,7 @@ function documentBodies(doc: OpenAPIV3.Document): OpenAPIV3.Document {
       required: true,
       description: 'the encoded image as the body, or as the only part of a multipart body, the file field "image"',
       content: {
-        ...Object.fromEntries(IMAGE_TYPES.map((t) => [t, BINARY])),
+        ...Object.fromEntries(RAW_UPLOAD_TYPES.map((t) => [t, BINARY])),
         'multipart/form-data': { schema: { type: 'object', required: ['image'], properties: { image: { type: 'string', format: 'binary' } } } },
       },
     };

@@ -11,6 +11,9 @@ import type { ClassifyResult, ModelPipeline } from '../../pipeline/model-pipelin
 import { clientGone } from '../client-gone.js';
 import { serverTiming } from '../server-timing.js';
 
+/** Raw-body media types the route documents (any image/* is accepted); multipart comes on top. */
+export const RAW_UPLOAD_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/tiff', 'image/avif', 'application/octet-stream'];
+
 const Query = Type.Object({
   top_k: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'classes to return (default: server setting)' })),
   model: Type.Optional(Type.String({ minLength: 1, description: 'model name (default: the default model)' })),
@@ -60,7 +63,7 @@ export async function classifyRoutes(app: FastifyInstance, ctx: RouteContext): P
       schema: {
         tags: ['classify'],
         summary: 'Classify one image',
-        consumes: ['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/tiff', 'image/avif', 'application/octet-stream', 'multipart/form-data'],
+        consumes: [...RAW_UPLOAD_TYPES, 'multipart/form-data'],
         querystring: Query,
         response: { 200: ClassifyResponse, 400: ErrorResponse, 404: ErrorResponse, 413: ErrorResponse, 415: ErrorResponse, 503: ErrorResponse },
       },
