@@ -62,6 +62,7 @@ export class PrometheusRecorder implements InferenceRecorder {
       m.inferences.labels(l).inc(0);
       m.bitflops.labels(l).inc(0);
       m.bitflopsReference.labels(l).inc(0);
+      m.engineRestarts.labels(l).inc(0); // present at 0, so that an alert on increase() sees the first restart
       this.entry(s.name, s.version);
     }
   }

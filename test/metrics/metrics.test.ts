@@ -77,6 +77,8 @@ describe.each(TEST_ENGINES)('GET /metrics (%s engine)', (_engine, overrides) => 
     expect(value(s, 'dqserve_batch_size_sum', model)).toBe(25);
     expect(value(s, 'dqserve_batch_size_count', model)).toBe(value(s, 'dqserve_phase_duration_seconds_count', { ...model, phase: 'layers' }));
     expect(value(s, 'dqserve_pending_requests', model)).toBe(0);
+    // present at 0 from the start, so that alerting on its increase sees the first restart
+    expect(s.some((x) => x.name === 'dqserve_engine_restarts_total' && x.labels['model'] === model.model && x.value === 0)).toBe(true);
     // HTTP: by route pattern, never the URL.
     expect(value(s, 'http_request_duration_seconds_count', { method: 'POST', route: '/v1/classify', status_code: '200' })).toBe(22);
     expect(value(s, 'http_request_duration_seconds_count', { method: 'POST', route: '/v2/models/:name/infer', status_code: '200' })).toBe(1);
