@@ -8,6 +8,9 @@ import { DqError } from './errors.js';
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
 
+/** The longest queue wait anyone may ask for: the setting's ceiling, and the cap on an OIP request's own timeout. */
+export const MAX_REQUEST_TIMEOUT_MS = 3_600_000;
+
 export const ConfigSchema = Type.Object({
   host: Type.String({ default: '127.0.0.1', minLength: 1, description: 'address to listen on' }),
   port: Int(0, 65535, 8080, 'TCP port (0 = ephemeral)'),
@@ -18,7 +21,7 @@ export const ConfigSchema = Type.Object({
   maxQueueDelayMicroseconds: Int(0, 10_000_000, 2000, 'longest a request waits for a batch to fill (µs)'),
   maxQueueSize: Int(1, 1_000_000, 512, 'images waiting in the queue before new requests get 503'),
   instanceCount: Int(1, 16, 1, 'batches that may run at once (Triton instance_group count)'),
-  requestTimeoutMs: Int(1, 3_600_000, 30_000, 'longest a request may wait in the queue (ms)'),
+  requestTimeoutMs: Int(1, MAX_REQUEST_TIMEOUT_MS, 30_000, 'longest a request may wait in the queue (ms)'),
   intraOpNumThreads: Int(1, 64, 1, 'onnxruntime intra-op threads per session'),
   interOpNumThreads: Int(1, 64, 1, 'onnxruntime inter-op threads per session'),
   maxImageBytes: Int(1, 1 << 30, 10 * 1024 * 1024, 'largest image upload (bytes)'),

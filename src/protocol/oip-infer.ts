@@ -1,12 +1,10 @@
 // OIP v2 infer: request decoding and response encoding, with Triton's binary tensor data and
 // classification extensions, and our cost parameters (prefix dqserve_). Wire format <-> pipeline types.
+import { MAX_REQUEST_TIMEOUT_MS } from '../config.js';
 import { DqError } from '../errors.js';
 import { parseMaxBitflops } from './budget.js';
 import type { ClassifyResult } from '../pipeline/model-pipeline.js';
 import type { InferInput, InferRequest, InferResponse, OutputTensor } from './oip-schemas.js';
-
-/** The longest queue wait a request may ask for: the server's own ceiling for --request-timeout-ms. */
-const MAX_TIMEOUT_MS = 3_600_000;
 
 export const INPUT_NAME = 'image';
 export const OUTPUT_NAMES = ['logits', 'probabilities', 'bits'] as const;
@@ -149,8 +147,8 @@ export function decodeInferRequest(req: InferRequest, binary: Buffer, maxImages:
     knob: knob as number | null,
     precision: precision ?? null,
     maxBitflops: parseMaxBitflops(p['dqserve_max_bitflops'], 'dqserve_max_bitflops'),
-    // at most an hour, the server's own ceiling (--request-timeout-ms): 1e15 µs once overflowed the timer to 1 ms
-    timeoutMs: timeout === undefined ? null : Math.min(MAX_TIMEOUT_MS, Math.max(1, Math.ceil(timeout / 1000))),
+    // at most the ceiling of --request-timeout-ms (an hour): 1e15 µs once overflowed the timer to 1 ms
+    timeoutMs: timeout === undefined ? null : Math.min(MAX_REQUEST_TIMEOUT_MS, Math.max(1, Math.ceil(timeout / 1000))),
     outputs: decodeOutputs(req, binaryDefault),
   };
 }
