@@ -57,6 +57,9 @@ def _add_train(sub):
     p.add_argument("--tau-end", type=float, help="anneal tau exponentially to this value")
     p.add_argument("--diversity", type=float, default=0.0,
                    help="weight of a term rewarding different bit choices across a batch's images (0: off)")
+    p.add_argument("--sensitivity", type=float, default=0.0,
+                   help="weight of a term moving bits to the images that lose most at the lowest candidate (0: off; "
+                        "two extra forward passes per step)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-limit", type=int, help="use a class-balanced subset of this many training images")
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test images per epoch")
@@ -79,8 +82,11 @@ def cmd_train(a) -> int:
         raise UsageError("--precision static needs --bits")
     if a.precision == "dynamic" and len(a.candidates) < 2:
         raise UsageError("--precision dynamic needs two or more --candidates")
-    if a.precision != "dynamic" and a.controller_bits != 32:
-        raise UsageError("--controller-bits needs --precision dynamic (only a dynamic model has a controller)")
+    if a.precision != "dynamic":
+        for flag, value, default in (("--controller-bits", a.controller_bits, 32), ("--diversity", a.diversity, 0),
+                                     ("--sensitivity", a.sensitivity, 0)):
+            if value != default:
+                raise UsageError(f"{flag} needs --precision dynamic (only a dynamic model has a controller)")
     fixed = a.bits if a.precision == "static" else int(round(a.target_bits))
     cands = [a.bits] if a.precision == "static" else a.candidates
     mc = ModelConfig(arch=a.arch, candidates=cands, fixed_bits=fixed, first_last_bits=a.first_last_bits, act=a.act,
@@ -88,7 +94,8 @@ def cmd_train(a) -> int:
     cfg = TrainConfig(data=a.data, out=a.out, model=mc, precision=a.precision, bits=a.bits, init=a.init,
                       epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                       schedule=a.schedule, milestones=a.milestones, warmup_epochs=a.warmup_epochs, alpha=a.alpha,
-                      target_bits=a.target_bits, cost_form=a.cost_form, tau=a.tau, tau_end=a.tau_end, diversity=a.diversity, seed=a.seed,
+                      target_bits=a.target_bits, cost_form=a.cost_form, tau=a.tau, tau_end=a.tau_end, diversity=a.diversity,
+                      sensitivity=a.sensitivity, seed=a.seed,
                       train_limit=a.train_limit, eval_limit=a.eval_limit, device=a.device, amp=a.amp,
                       progress=not a.no_progress)
     print(train(cfg))

@@ -28,7 +28,8 @@ def describe(cfg: Dict) -> str:
         return "full precision"
     if cfg["precision"] == "static":
         return f"static {cfg['bits']}-bit"
-    extra = f", diversity {cfg['diversity']}" if cfg.get("diversity") else ""
+    extra = f", diversity {cfg['diversity']:g}" if cfg.get("diversity") else ""
+    extra += f", sensitivity {cfg['sensitivity']:g}" if cfg.get("sensitivity") else ""
     if m.get("controller_bits", 32) < 32:
         extra += f", {m['controller_bits']}-bit controller"
     return f"dynamic {{{', '.join(map(str, m['candidates']))}}}, target {cfg['target_bits']:g}{extra}"
@@ -63,25 +64,29 @@ def rows(runs: List[Dict], reference_bits: int) -> List[Dict]:
             row["one_plan"] = ev["bitflops"]["min"] == ev["bitflops"]["max"]  # a collapsed controller: deciles are arbitrary
             row["tied_deciles"] = tied_deciles(deciles)
             row["top1_cheapest_decile"], row["top1_costliest_decile"] = deciles[0]["top1"], deciles[-1]["top1"]
+            shuffled = ev.get("top1_shuffled_plans")  # absent from evaluations older than the measurement
+            row["top1_gain_over_shuffled"] = None if shuffled is None else ev["top1"] - shuffled
         out.append(row)
     return out
 
 
 def markdown(table: List[Dict], reference_bits: int) -> str:
     head = (f"| run | what | epochs | from | train images | top-1 | mean Bit-FLOPs | vs static {reference_bits}-bit: savings | "
-            "top-1 change | top-1 cheapest / costliest decile |")
-    lines = [head, "|" + " --- |" * 10]
+            "top-1 change | top-1 cheapest / costliest decile | top-1 gain over shuffled plans |")
+    lines = [head, "|" + " --- |" * 11]
     for r in table:
         vs = r["vs_static"]
         dec = ("–" if "one_plan" not in r else "one plan for every image" if r["one_plan"] else
                f"{100 * r['top1_cheapest_decile']:.1f}% / {100 * r['top1_costliest_decile']:.1f}%")
         if r.get("tied_deciles", 1) > 1 and not r["one_plan"]:
             dec += f" (≥ {10 * r['tied_deciles']}% of images at one cost)"
+        gain = ("–" if "one_plan" not in r or r["one_plan"] else "not measured" if r["top1_gain_over_shuffled"] is None
+                else f"{100 * r['top1_gain_over_shuffled']:+.2f} pt")
         savings = "–" if vs is None else f"{100 * vs['savings']:+.1f}%"
         change = "–" if vs is None else f"{100 * vs['top1_change']:+.2f} pt"
         epochs = r["epochs"] if r["epochs"] is not None else "?"
         lines.append(f"| {r['run']} | {r['what']} | {epochs} | {r['init'] or 'scratch'} | {r['train_images']} | {100 * r['top1']:.2f}% | "
-                     f"{r['bitflops_mean'] / 1e9:.3f} G | {savings} | {change} | {dec} |")
+                     f"{r['bitflops_mean'] / 1e9:.3f} G | {savings} | {change} | {dec} | {gain} |")
     return "\n".join(lines) + "\n"
 
 

@@ -127,12 +127,17 @@ def bitflops_batch(table: List[Dict], bits: torch.Tensor) -> torch.Tensor:
     return fixed_bitflops(table) + (bits.to(torch.float64) ** 2 * dyn).sum(1)
 
 
+def image_cost_ratio(model, weights: torch.Tensor, target_bits: float) -> torch.Tensor:
+    """Per image (N,): the dynamic layers' Bit-FLOPs divided by their Bit-FLOPs at the target bits, for choice
+    weights (N, L, K): a hard Gumbel one-hot (differentiable through it) or softmax probabilities (expected cost)."""
+    macs = model.layer_macs.to(weights)
+    bsq = (weights * model.candidates_tensor.to(weights) ** 2).sum(-1)  # (N, L)
+    return (bsq * macs).sum(1) / (macs.sum() * target_bits ** 2)
+
+
 def dynamic_cost_ratio(model, onehot: torch.Tensor, target_bits: float) -> torch.Tensor:
-    """Mean over the batch of the dynamic layers' Bit-FLOPs divided by their Bit-FLOPs at the target bits.
-    Differentiable through the hard Gumbel one-hot (N, L, K)."""
-    macs = model.layer_macs.to(onehot)
-    bsq = (onehot * model.candidates_tensor.to(onehot) ** 2).sum(-1)  # (N, L)
-    return ((bsq * macs).sum(1) / (macs.sum() * target_bits ** 2)).mean()
+    """The batch mean of image_cost_ratio: what the cost term holds to the target."""
+    return image_cost_ratio(model, onehot, target_bits).mean()
 
 
 def mean_bits(model, onehot: torch.Tensor) -> torch.Tensor:

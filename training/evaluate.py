@@ -14,17 +14,22 @@ KNOBS = (-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 50.0)
 
 
 @torch.no_grad()
-def predict(model, images_u8: torch.Tensor, knob: float = 0.0, batch: int = 500, force_bits: Optional[int] = None):
-    """Logits, bits per dynamic layer (N, L) and controller logits for uint8 images, in eval mode."""
+def predict(model, images_u8: torch.Tensor, knob: float = 0.0, batch: int = 500, force_bits: Optional[int] = None,
+            plans: Optional[torch.Tensor] = None):
+    """Logits, bits per dynamic layer (N, L) and controller logits for uint8 images, in eval mode. A dynamic model
+    runs the controller's choice, every layer at `force_bits`, or the given `plans` (N, L candidate indices)."""
     model.eval()
     cands = model.candidates_tensor
     outs, bits, ctrl = [], [], []
     for i in range(0, len(images_u8), batch):
         x = normalize(images_u8[i:i + batch])
         choice = None
-        if force_bits is not None and model.precision.mode == "dynamic":
-            choice = torch.full((len(x), len(model.dynamic_layers)), model.cfg.candidates.index(force_bits),
-                                device=x.device)
+        if model.precision.mode == "dynamic":
+            if force_bits is not None:
+                choice = torch.full((len(x), len(model.dynamic_layers)), model.cfg.candidates.index(force_bits),
+                                    device=x.device)
+            elif plans is not None:
+                choice = plans[i:i + batch].to(x.device)
         logits, choice, cl = model(x, choice=choice, knob=knob)
         outs.append(logits.float().cpu())
         if choice is not None:
@@ -94,6 +99,12 @@ def evaluate(model, table: List[Dict], images_u8, labels, reference_bits: int,
             bfk = cost.bitflops_batch(table, bk).numpy()
             calibration.append({"knob": float(k), "accuracy": float((lk.argmax(1) == labels).float().mean()),
                                 "mean_bitflops": float(bfk.mean()), "mean_bits": float(bk.mean())})
+        # Instance-awareness: the same plans dealt to other images (same cost distribution, same mean Bit-FLOPs).
+        # If the controller matches plans to images, its own assignment scores higher than a shuffled one.
+        own = (bits[..., None] == model.candidates_tensor.cpu()).float().argmax(-1)
+        shuffled = own[torch.from_numpy(np.random.default_rng(0).permutation(len(own)))]
+        ls, _, _ = predict(model, images_u8, plans=shuffled)
+        res["top1_shuffled_plans"] = float((ls.argmax(1) == labels).float().mean())
         res["static_at_candidates"] = []
         for b in model.cfg.candidates:
             lb, bb, _ = predict(model, images_u8, force_bits=b)

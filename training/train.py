@@ -49,6 +49,8 @@ class TrainConfig:
     tau_end: Optional[float] = None  # exponential annealing from tau to tau_end over the run
     # weight of the diversity term: minus the entropy of the batch's mean choice distribution, per layer
     diversity: float = 0.0
+    # weight of the sensitivity term: moves expected cost towards the images that lose most at the lowest bits
+    sensitivity: float = 0.0
     seed: int = 0
     train_limit: Optional[int] = None
     eval_limit: Optional[int] = None
@@ -111,6 +113,27 @@ def diversity_loss(ctrl_logits: torch.Tensor) -> torch.Tensor:
     controller's collapse to one bit plan for every image; which images get which bits is left to the task loss."""
     m = F.softmax(ctrl_logits.float(), dim=-1).mean(0)
     return (m * torch.log(m.clamp_min(1e-12))).sum(-1).mean()
+
+
+def sensitivity_loss(model, x: torch.Tensor, y: torch.Tensor, ctrl_logits: torch.Tensor, target_bits: float) -> torch.Tensor:
+    """Tells the controller which images need bits. Each image's sensitivity is its cross-entropy with every
+    dynamic layer at the lowest candidate minus that at the highest (two extra forward passes without gradient,
+    in eval mode: deployed arithmetic, BN statistics untouched); the term is minus the batch mean of the
+    standardised sensitivity times the image's expected cost ratio under the controller's softmax. The weights
+    sum to zero, so it moves cost between images and leaves the budget to the cost term. The end-to-end loss
+    alone gives the controller only a first-order, per-step signal through the straight-through estimator, and
+    it settles on one plan for every image (docs/results.md)."""
+    n, layers, k = ctrl_logits.shape
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        ce = [F.cross_entropy(model(x, choice=torch.full((n, layers), c, device=x.device))[0].float(), y,
+                              reduction="none") for c in (0, k - 1)]
+        model.train(was_training)
+        gain = ce[0] - ce[1]
+        z = (gain - gain.mean()) / (gain.std() + 1e-6)
+    expected = cost.image_cost_ratio(model, F.softmax(ctrl_logits.float(), dim=-1), target_bits)
+    return -(z * expected).mean()
 
 
 def make_model(cfg: TrainConfig):
@@ -204,6 +227,8 @@ def train(cfg: TrainConfig) -> Path:
                     loss = loss + cost_loss(cfg, model, choice.float())
                     if cfg.diversity:
                         loss = loss + cfg.diversity * diversity_loss(ctrl_logits)
+                    if cfg.sensitivity:
+                        loss = loss + cfg.sensitivity * sensitivity_loss(model, x, y, ctrl_logits, cfg.target_bits)
                     ratio_sum += cost.dynamic_cost_ratio(model, choice.float().detach(), cfg.target_bits).detach() * len(y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

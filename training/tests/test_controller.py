@@ -109,3 +109,47 @@ def test_full_precision_controller_keeps_its_checkpoint_keys():
     """Checkpoints trained before --controller-bits existed load unchanged."""
     keys = {k for k in build_model(ModelConfig(candidates=[3, 4, 5])).state_dict() if k.startswith("controller.")}
     assert keys == {"controller.fc1.weight", "controller.fc1.bias", "controller.fc2.weight", "controller.fc2.bias"}
+
+
+def test_sensitivity_loss_moves_expected_cost_to_the_images_that_need_bits(cifar_test):
+    from training.data import normalize
+    from training.train import sensitivity_loss
+
+    m = _model().train()
+    x, y = normalize(cifar_test.images[:48]), cifar_test.labels[:48]
+    bn = m.stages[1][0].bn1
+    stats = bn.running_mean.clone()
+    with torch.no_grad():  # the images' sensitivities: cross-entropy all at 3 bits minus all at 5
+        m.eval()
+        ce = [torch.nn.functional.cross_entropy(m(x, choice=torch.full((48, 12), c))[0], y, reduction="none")
+              for c in (0, 2)]
+        m.train()
+    gain = ce[0] - ce[1]
+    assert gain.std() > 0
+    logits = torch.randn(48, 12, 3, requires_grad=True)
+    sensitivity_loss(m, x, y, logits, 4.0).backward()
+
+    def expected(z):
+        return cost.image_cost_ratio(m, torch.softmax(z, -1), 4.0)
+
+    # one descent step raises the expected cost of the sensitive images and lowers that of the others
+    delta = (expected(logits.detach() - 0.5 * logits.grad) - expected(logits.detach())).detach()
+    d, g = delta - delta.mean(), gain - gain.mean()
+    assert float((d * g).sum() / (d.norm() * g.norm())) > 0.8
+    assert (delta[gain > gain.quantile(0.75)] > 0).all() and (delta[gain < gain.quantile(0.25)] < 0).all()
+    # the probe passes run in eval mode: BN statistics untouched, training mode restored
+    assert torch.equal(bn.running_mean, stats) and m.training
+
+
+def test_predict_runs_given_plans():
+    from training.evaluate import predict
+
+    m = _model()
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    logits, bits, _ = predict(m, images)
+    own = (bits[..., None] == m.candidates_tensor).float().argmax(-1)
+    same, same_bits, _ = predict(m, images, plans=own)
+    assert torch.equal(same, logits) and torch.equal(same_bits, bits)
+    swapped = own.flip(0)
+    _, swapped_bits, _ = predict(m, images, plans=swapped)
+    assert torch.equal(swapped_bits, bits.flip(0))

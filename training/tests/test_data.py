@@ -61,8 +61,9 @@ def test_augment_keeps_shape_and_crops_from_padded_image():
     assert set(y.unique().tolist()) <= set(x.unique().tolist()) | {0}
 
 
-def test_cli_refuses_a_controller_option_without_a_controller(tmp_path):
+@pytest.mark.parametrize("flag,value", [("--controller-bits", "8"), ("--diversity", "0.5"), ("--sensitivity", "1")])
+def test_cli_refuses_a_controller_option_without_a_controller(tmp_path, flag, value):
     r = subprocess.run([sys.executable, "-m", "training", "train", "--out", str(tmp_path / "run"), "--precision",
-                        "static", "--bits", "4", "--controller-bits", "8"], cwd=ROOT, capture_output=True, text=True)
+                        "static", "--bits", "4", flag, value], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr == "error: --controller-bits needs --precision dynamic (only a dynamic model has a controller)\n"
+    assert r.stderr == f"error: {flag} needs --precision dynamic (only a dynamic model has a controller)\n"

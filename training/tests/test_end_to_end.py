@@ -27,6 +27,8 @@ def trained(small_binary, tmp_path_factory):
     run("train", "--out", str(out / "fp"), "--epochs", "2", *common)
     run("train", "--out", str(out / "dq"), "--precision", "dynamic", "--init", str(out / "fp" / "model.pt"),
         "--epochs", "1", "--lr", "0.02", *common)
+    run("train", "--out", str(out / "dqs"), "--precision", "dynamic", "--sensitivity", "1", "--init",
+        str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
     run("train", "--out", str(out / "dq8"), "--precision", "dynamic", "--controller-bits", "8", "--init",
         str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
     return out
@@ -37,6 +39,9 @@ def test_training_writes_logs_and_resumes(trained, small_binary):
     assert [x["epoch"] for x in lines] == [1, 2] and all(0 <= x["test_acc"] <= 1 for x in lines)
     dq = [json.loads(x) for x in (trained / "dq" / "log.jsonl").read_text().splitlines()]
     assert 3 <= dq[-1]["test_mean_bits"] <= 5 and "train_cost_ratio" in dq[-1]
+    assert json.loads((trained / "dqs" / "config.json").read_text())["sensitivity"] == 1
+    dqs = [json.loads(x) for x in (trained / "dqs" / "log.jsonl").read_text().splitlines()]
+    assert len(dqs) == 1 and 3 <= dqs[0]["test_mean_bits"] <= 5
     # resuming a finished run trains no further epochs and keeps its log; a line logged after the last
     # checkpoint (a run stopped between the two) is dropped rather than kept twice
     with open(trained / "fp" / "log.jsonl", "a") as f:
@@ -157,6 +162,8 @@ def test_compare_tables_and_plots_evaluated_runs(trained, small_binary, tmp_path
     assert dq["what"] == "dynamic {3, 4, 5}, target 4" and dq["epochs"] == 1 and dq["top1"] == evs["dq"]["top1"]
     assert dq["vs_static"]["savings"] == pytest.approx(1 - evs["dq"]["bitflops"]["mean"] / evs["w4"]["bitflops"]["mean"])
     assert dq["vs_static"]["top1_change"] == pytest.approx(evs["dq"]["top1"] - evs["w4"]["top1"])
+    assert 0 <= evs["dq"]["top1_shuffled_plans"] <= 1
+    assert dq["top1_gain_over_shuffled"] == pytest.approx(evs["dq"]["top1"] - evs["dq"]["top1_shuffled_plans"])
     md = (tmp_path / "results.md").read_text()
     assert md.count("\n") == 4 and f"| dq | dynamic {{3, 4, 5}}, target 4 | 1 |" in md
     assert (tmp_path / "accuracy_vs_bitflops.png").stat().st_size > 1000
