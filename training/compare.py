@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .evaluate import SHUFFLES
+
 
 def load_run(run: Path) -> Dict:
     for f in ("config.json", "eval/eval.json"):
@@ -64,8 +66,10 @@ def rows(runs: List[Dict], reference_bits: int) -> List[Dict]:
             row["one_plan"] = ev["bitflops"]["min"] == ev["bitflops"]["max"]  # a collapsed controller: deciles are arbitrary
             row["tied_deciles"] = tied_deciles(deciles)
             row["top1_cheapest_decile"], row["top1_costliest_decile"] = deciles[0]["top1"], deciles[-1]["top1"]
-            shuffled = ev.get("top1_shuffled_plans")  # absent from evaluations older than the measurement
+            # absent from evaluations older than the measurement (the range: older than its five shuffles)
+            shuffled, spread = ev.get("top1_shuffled_plans"), ev.get("top1_shuffled_plans_range")
             row["top1_gain_over_shuffled"] = None if shuffled is None else ev["top1"] - shuffled
+            row["top1_gain_over_shuffled_range"] = None if spread is None else [ev["top1"] - spread[1], ev["top1"] - spread[0]]
         out.append(row)
     return out
 
@@ -82,6 +86,9 @@ def markdown(table: List[Dict], reference_bits: int) -> str:
             dec += f" (≥ {10 * r['tied_deciles']}% of images at one cost)"
         gain = ("–" if "one_plan" not in r or r["one_plan"] else "not measured" if r["top1_gain_over_shuffled"] is None
                 else f"{100 * r['top1_gain_over_shuffled']:+.2f} pt")
+        if r.get("top1_gain_over_shuffled_range") and not r["one_plan"]:
+            lo, hi = r["top1_gain_over_shuffled_range"]
+            gain += f" ({100 * lo:+.2f} to {100 * hi:+.2f} over {SHUFFLES} shuffles)"
         savings = "–" if vs is None else f"{100 * vs['savings']:+.1f}%"
         change = "–" if vs is None else f"{100 * vs['top1_change']:+.2f} pt"
         epochs = r["epochs"] if r["epochs"] is not None else "?"

@@ -11,6 +11,7 @@ from . import cost
 from .data import normalize
 
 KNOBS = (-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 50.0)
+SHUFFLES = 5  # permutations of the controller's plans scored for top1_shuffled_plans_range
 
 
 @torch.no_grad()
@@ -100,11 +101,15 @@ def evaluate(model, table: List[Dict], images_u8, labels, reference_bits: int,
             calibration.append({"knob": float(k), "accuracy": float((lk.argmax(1) == labels).float().mean()),
                                 "mean_bitflops": float(bfk.mean()), "mean_bits": float(bk.mean())})
         # Instance-awareness: the same plans dealt to other images (same cost distribution, same mean Bit-FLOPs).
-        # If the controller matches plans to images, its own assignment scores higher than a shuffled one.
+        # If the controller matches plans to images, its own assignment scores higher than a shuffled one. One
+        # permutation moves top-1 by tenths of a point, so the range over SHUFFLES of them comes with it.
         own = (bits[..., None] == model.candidates_tensor.cpu()).float().argmax(-1)
-        shuffled = own[torch.from_numpy(np.random.default_rng(0).permutation(len(own)))]
-        ls, _, _ = predict(model, images_u8, plans=shuffled)
-        res["top1_shuffled_plans"] = float((ls.argmax(1) == labels).float().mean())
+        top1s = []
+        for seed in range(SHUFFLES):
+            shuffled = own[torch.from_numpy(np.random.default_rng(seed).permutation(len(own)))]
+            ls, _, _ = predict(model, images_u8, plans=shuffled)
+            top1s.append(float((ls.argmax(1) == labels).float().mean()))
+        res["top1_shuffled_plans"], res["top1_shuffled_plans_range"] = top1s[0], [min(top1s), max(top1s)]
         res["static_at_candidates"] = []
         for b in model.cfg.candidates:
             lb, bb, _ = predict(model, images_u8, force_bits=b)

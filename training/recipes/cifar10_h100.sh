@@ -97,8 +97,10 @@ for phase in "$@"; do
       train dq345_t4_div "${d[@]}" --candidates 3,4,5 --target-bits 4 --diversity 0.5 --init $R/w4/model.pt
       # the paper's setting with an 8-bit controller (a sixteenth of the full-precision controller's Bit-FLOPs)
       train dq345_t4_c8 "${d[@]}" --candidates 3,4,5 --target-bits 4 --controller-bits 8 --init $R/w4/model.pt
-      # per-image supervision of where bits matter: the sensitivity term (two extra forward passes per step)
-      train dq345_t4_sens "${d[@]}" --candidates 3,4,5 --target-bits 4 --sensitivity 1 --init $R/w4/model.pt
+      # where the bits go: the sensitivity term beside the diversity term (alone, it collapsed like the plain run
+      # in the CPU runs; with it, costlier images were the harder ones); two extra forward passes per step
+      train dq345_t4_div_sens "${d[@]}" --candidates 3,4,5 --target-bits 4 --diversity 0.5 --sensitivity 2 \
+        --init $R/w4/model.pt
       ;;
     export)  # evaluate every finished run, then two results tables and plots for docs/results.md: against the
              # separately trained static runs (30 epochs), and at the same schedule (static runs continued)

@@ -162,8 +162,10 @@ def test_compare_tables_and_plots_evaluated_runs(trained, small_binary, tmp_path
     assert dq["what"] == "dynamic {3, 4, 5}, target 4" and dq["epochs"] == 1 and dq["top1"] == evs["dq"]["top1"]
     assert dq["vs_static"]["savings"] == pytest.approx(1 - evs["dq"]["bitflops"]["mean"] / evs["w4"]["bitflops"]["mean"])
     assert dq["vs_static"]["top1_change"] == pytest.approx(evs["dq"]["top1"] - evs["w4"]["top1"])
-    assert 0 <= evs["dq"]["top1_shuffled_plans"] <= 1
+    lo, hi = evs["dq"]["top1_shuffled_plans_range"]
+    assert 0 <= lo <= evs["dq"]["top1_shuffled_plans"] <= hi <= 1
     assert dq["top1_gain_over_shuffled"] == pytest.approx(evs["dq"]["top1"] - evs["dq"]["top1_shuffled_plans"])
+    assert dq["top1_gain_over_shuffled_range"] == pytest.approx([evs["dq"]["top1"] - hi, evs["dq"]["top1"] - lo])
     md = (tmp_path / "results.md").read_text()
     assert md.count("\n") == 4 and f"| dq | dynamic {{3, 4, 5}}, target 4 | 1 |" in md
     assert (tmp_path / "accuracy_vs_bitflops.png").stat().st_size > 1000

@@ -10,7 +10,7 @@ from .conftest import ROOT
 
 RECIPE = ROOT / "training" / "recipes" / "cifar10_h100.sh"
 STATIC = ["w2", "w3", "w4", "w5", "w6", "w8"]
-DYNAMIC = ["dq345_t4", "dq23456_t4", "dq23456_t3", "dq345_t4_div", "dq345_t4_c8", "dq345_t4_sens"]
+DYNAMIC = ["dq345_t4", "dq23456_t4", "dq23456_t3", "dq345_t4_div", "dq345_t4_c8", "dq345_t4_div_sens"]
 SAME_SCHEDULE = ["w3_50ep", "w4_50ep"]  # static runs continued beside the dynamic ones
 
 
@@ -55,7 +55,7 @@ def test_recipe_runs_every_phase_and_sends_back_one_archive_per_run(small_binary
     table = (docs / "results.md").read_text()
     assert "| dq345_t4_c8 | dynamic {3, 4, 5}, target 4, 8-bit controller |" in table
     assert "| dq345_t4_div | dynamic {3, 4, 5}, target 4, diversity 0.5 |" in table
-    assert "| dq345_t4_sens | dynamic {3, 4, 5}, target 4, sensitivity 1 |" in table
+    assert "| dq345_t4_div_sens | dynamic {3, 4, 5}, target 4, diversity 0.5, sensitivity 2 |" in table
     # beside the tables, the small files docs/results.md links to: every run's config, log and evaluation, and
     # a dynamic run's figures
     assert (docs / "accuracy_vs_bitflops.png").is_file()
