@@ -57,6 +57,9 @@ def _add_train(sub):
     p.add_argument("--tau-end", type=float, help="anneal tau exponentially to this value")
     p.add_argument("--diversity", type=float, default=0.0,
                    help="weight of a term rewarding different bit choices across a batch's images (0: off)")
+    p.add_argument("--confidence", type=float, default=0.0,
+                   help="weight of a term making each image's bit choice decided (its entropy; 0: off); with "
+                        "--diversity at the same weight: the mutual information between image and choice")
     p.add_argument("--sensitivity", type=float, default=0.0,
                    help="weight of a term moving bits to the images that lose most at the lowest candidate (0: off; "
                         "two extra forward passes per step)")
@@ -84,7 +87,7 @@ def cmd_train(a) -> int:
         raise UsageError("--precision dynamic needs two or more --candidates")
     if a.precision != "dynamic":
         for flag, value, default in (("--controller-bits", a.controller_bits, 32), ("--diversity", a.diversity, 0),
-                                     ("--sensitivity", a.sensitivity, 0)):
+                                     ("--confidence", a.confidence, 0), ("--sensitivity", a.sensitivity, 0)):
             if value != default:
                 raise UsageError(f"{flag} needs --precision dynamic (only a dynamic model has a controller)")
     fixed = a.bits if a.precision == "static" else int(round(a.target_bits))
@@ -95,7 +98,7 @@ def cmd_train(a) -> int:
                       epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                       schedule=a.schedule, milestones=a.milestones, warmup_epochs=a.warmup_epochs, alpha=a.alpha,
                       target_bits=a.target_bits, cost_form=a.cost_form, tau=a.tau, tau_end=a.tau_end, diversity=a.diversity,
-                      sensitivity=a.sensitivity, seed=a.seed,
+                      confidence=a.confidence, sensitivity=a.sensitivity, seed=a.seed,
                       train_limit=a.train_limit, eval_limit=a.eval_limit, device=a.device, amp=a.amp,
                       progress=not a.no_progress)
     print(train(cfg))

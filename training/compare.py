@@ -31,6 +31,7 @@ def describe(cfg: Dict) -> str:
     if cfg["precision"] == "static":
         return f"static {cfg['bits']}-bit"
     extra = f", diversity {cfg['diversity']:g}" if cfg.get("diversity") else ""
+    extra += f", confidence {cfg['confidence']:g}" if cfg.get("confidence") else ""
     extra += f", sensitivity {cfg['sensitivity']:g}" if cfg.get("sensitivity") else ""
     if m.get("controller_bits", 32) < 32:
         extra += f", {m['controller_bits']}-bit controller"

@@ -49,6 +49,8 @@ class TrainConfig:
     tau_end: Optional[float] = None  # exponential annealing from tau to tau_end over the run
     # weight of the diversity term: minus the entropy of the batch's mean choice distribution, per layer
     diversity: float = 0.0
+    # weight of the confidence term: the mean entropy of each image's own choice distribution, per layer
+    confidence: float = 0.0
     # weight of the sensitivity term: moves expected cost towards the images that lose most at the lowest bits
     sensitivity: float = 0.0
     seed: int = 0
@@ -113,6 +115,17 @@ def diversity_loss(ctrl_logits: torch.Tensor) -> torch.Tensor:
     controller's collapse to one bit plan for every image; which images get which bits is left to the task loss."""
     m = F.softmax(ctrl_logits.float(), dim=-1).mean(0)
     return (m * torch.log(m.clamp_min(1e-12))).sum(-1).mean()
+
+
+def confidence_loss(ctrl_logits: torch.Tensor) -> torch.Tensor:
+    """The mean entropy of each image's choice distribution, averaged over dynamic layers (0 when every image is
+    sure of its choice, log K when its logits are flat). The diversity term alone is met by flat logits: the
+    Gumbel samples then spread over every candidate while the argmax used at evaluation takes whichever logit
+    the cost term tilted up, so a model trained at the target runs far below it (docs/results.md). Weighted
+    equally with --diversity, the two make minus the mutual information between image and choice: different
+    images, different choices, each one decided."""
+    p = F.softmax(ctrl_logits.float(), dim=-1)
+    return -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
 
 
 def sensitivity_loss(model, x: torch.Tensor, y: torch.Tensor, ctrl_logits: torch.Tensor, target_bits: float) -> torch.Tensor:
@@ -227,6 +240,8 @@ def train(cfg: TrainConfig) -> Path:
                     loss = loss + cost_loss(cfg, model, choice.float())
                     if cfg.diversity:
                         loss = loss + cfg.diversity * diversity_loss(ctrl_logits)
+                    if cfg.confidence:
+                        loss = loss + cfg.confidence * confidence_loss(ctrl_logits)
                     if cfg.sensitivity:
                         loss = loss + cfg.sensitivity * sensitivity_loss(model, x, y, ctrl_logits, cfg.target_bits)
                     ratio_sum += cost.dynamic_cost_ratio(model, choice.float().detach(), cfg.target_bits).detach() * len(y)

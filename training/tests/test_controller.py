@@ -73,6 +73,28 @@ def test_diversity_loss_is_zero_when_collapsed_and_minus_log_k_when_balanced():
     assert after.item() < before.item()
 
 
+def test_confidence_loss_is_zero_when_decided_and_log_k_when_flat_and_with_diversity_is_minus_mutual_information():
+    from training.train import confidence_loss, diversity_loss
+
+    decided = torch.tensor([[[9.0, -9.0, -9.0]]]).repeat(6, 4, 1)
+    assert abs(confidence_loss(decided).item()) < 1e-6
+    flat = torch.zeros(6, 4, 3)
+    assert abs(confidence_loss(flat).item() - torch.log(torch.tensor(3.0)).item()) < 1e-5
+    # flat logits satisfy the diversity term fully (batch mean uniform); the sum with confidence does not reward them
+    assert abs((diversity_loss(flat) + confidence_loss(flat)).item()) < 1e-5
+    # images that each decide on a different candidate: mutual information log 3, the sum's minimum
+    split = torch.stack([torch.roll(decided[0], i, dims=-1) for i in range(6)])
+    assert abs((diversity_loss(split) + confidence_loss(split)).item() + torch.log(torch.tensor(3.0)).item()) < 1e-4
+    # descending it sharpens each image's choice: the argmax candidate gains probability
+    torch.manual_seed(0)
+    z = (0.3 * torch.randn(6, 4, 3)).requires_grad_(True)
+    confidence_loss(z).backward()
+    top = z.detach().argmax(-1, keepdim=True)
+    p0 = torch.softmax(z.detach(), -1).gather(-1, top)
+    p1 = torch.softmax(z.detach() - 1.0 * z.grad, -1).gather(-1, top)
+    assert (p1 > p0).all()
+
+
 def test_quantized_controller_costs_its_bits_and_runs_on_its_levels():
     from training.deploy import fake_quant
     from training.quant import dorefa_weight

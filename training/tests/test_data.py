@@ -61,7 +61,8 @@ def test_augment_keeps_shape_and_crops_from_padded_image():
     assert set(y.unique().tolist()) <= set(x.unique().tolist()) | {0}
 
 
-@pytest.mark.parametrize("flag,value", [("--controller-bits", "8"), ("--diversity", "0.5"), ("--sensitivity", "1")])
+@pytest.mark.parametrize("flag,value", [("--controller-bits", "8"), ("--diversity", "0.5"), ("--confidence", "0.5"),
+                                        ("--sensitivity", "1")])
 def test_cli_refuses_a_controller_option_without_a_controller(tmp_path, flag, value):
     r = subprocess.run([sys.executable, "-m", "training", "train", "--out", str(tmp_path / "run"), "--precision",
                         "static", "--bits", "4", flag, value], cwd=ROOT, capture_output=True, text=True)

@@ -27,7 +27,9 @@ def trained(small_binary, tmp_path_factory):
     run("train", "--out", str(out / "fp"), "--epochs", "2", *common)
     run("train", "--out", str(out / "dq"), "--precision", "dynamic", "--init", str(out / "fp" / "model.pt"),
         "--epochs", "1", "--lr", "0.02", *common)
-    run("train", "--out", str(out / "dqs"), "--precision", "dynamic", "--sensitivity", "1", "--init",
+    # every controller term at once: diversity and confidence (together, the mutual information) and sensitivity
+    run("train", "--out", str(out / "dqs"), "--precision", "dynamic", "--sensitivity", "1", "--diversity", "0.5",
+        "--confidence", "0.5", "--init",
         str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
     run("train", "--out", str(out / "dq8"), "--precision", "dynamic", "--controller-bits", "8", "--init",
         str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
@@ -39,7 +41,8 @@ def test_training_writes_logs_and_resumes(trained, small_binary):
     assert [x["epoch"] for x in lines] == [1, 2] and all(0 <= x["test_acc"] <= 1 for x in lines)
     dq = [json.loads(x) for x in (trained / "dq" / "log.jsonl").read_text().splitlines()]
     assert 3 <= dq[-1]["test_mean_bits"] <= 5 and "train_cost_ratio" in dq[-1]
-    assert json.loads((trained / "dqs" / "config.json").read_text())["sensitivity"] == 1
+    dqs_cfg = json.loads((trained / "dqs" / "config.json").read_text())
+    assert (dqs_cfg["sensitivity"], dqs_cfg["diversity"], dqs_cfg["confidence"]) == (1, 0.5, 0.5)
     dqs = [json.loads(x) for x in (trained / "dqs" / "log.jsonl").read_text().splitlines()]
     assert len(dqs) == 1 and 3 <= dqs[0]["test_mean_bits"] <= 5
     # resuming a finished run trains no further epochs and keeps its log; a line logged after the last
