@@ -1,5 +1,6 @@
 """Evaluation: top-1, per-image Bit-FLOPs, bit histograms, accuracy per cost decile, top-1 with the controller's
-plans shuffled across images, and the serve-time knob sweep that becomes the bundle's calibration table. Always deterministic (argmax controller, no Gumbel)."""
+plans shuffled across images, and the serve-time knob sweep that becomes the bundle's calibration table.
+Always deterministic (argmax controller, no Gumbel)."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
