@@ -46,6 +46,7 @@ def predict(model, images_u8: torch.Tensor, knob: float = 0.0, batch: int = 500,
 def accuracy(model, images_u8, labels) -> Dict:
     """The quick per-epoch check used during training."""
     logits, bits, _ = predict(model, images_u8)
+    bits = bits.cpu()
     res = {"top1": float((logits.argmax(1) == labels.cpu()).float().mean())}
     if model.precision.mode == "dynamic":
         macs = model.layer_macs.cpu().double()

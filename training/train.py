@@ -76,6 +76,8 @@ def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is available")
+    if cfg.device == "cuda":  # torch 2.x's set_device refuses a device without an index
+        return torch.device("cuda", local_rank)
     return torch.device(cfg.device)
 
 

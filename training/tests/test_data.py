@@ -68,3 +68,13 @@ def test_cli_refuses_a_controller_option_without_a_controller(tmp_path, flag, va
                         "static", "--bits", "4", flag, value], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr == f"error: {flag} needs --precision dynamic (only a dynamic model has a controller)\n"
+
+
+@pytest.mark.parametrize("asked, rank, expected", [("cuda", 0, "cuda:0"), ("cuda", 1, "cuda:1"), ("cuda:0", 3, "cuda:0"),
+                                                   ("cpu", 0, "cpu")])
+def test_training_device_names_an_index(monkeypatch, asked, rank, expected):
+    """torch 2.x's cuda.set_device refuses a bare "cuda" (the first GPU run failed on it): --device cuda means
+    this process's own GPU."""
+    from training.train import TrainConfig, _device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert str(_device(TrainConfig(device=asked), rank)) == expected
