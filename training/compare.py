@@ -1,5 +1,5 @@
 """Compare evaluated runs: the results table (top-1, mean Bit-FLOPs, savings and top-1 change against the static
-run at the reference bits) and the accuracy vs Bit-FLOPs plot (static curve, dynamic points, their knob sweeps).
+run at the reference bits, top-1 against the static runs' line at the same Bit-FLOPs) and the accuracy vs Bit-FLOPs plot (static curve, dynamic points, their knob sweeps).
 
 Each run is a `train` folder (config.json, log.jsonl) holding the `evaluate` output in <run>/eval/eval.json.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .evaluate import SHUFFLES
 
@@ -48,8 +48,27 @@ def tied_deciles(deciles: List[Dict]) -> int:
     return best
 
 
+def static_line(points: List[Tuple[float, float]], bitflops: float) -> Optional[float]:
+    """Top-1 of static quantization at `bitflops`, from static runs' (Bit-FLOPs, top-1): linear between the
+    runs on the frontier (those more accurate than every cheaper one), the best run's top-1 past the costliest,
+    None below the cheapest (nothing static costs that little). The paper's claim is a dynamic model above this
+    line: more accurate than static quantization at equal or lower Bit-FLOPs."""
+    frontier: List[Tuple[float, float]] = []
+    for cost, top1 in sorted(points):
+        if not frontier or top1 > frontier[-1][1]:
+            frontier.append((cost, top1))
+    if not frontier or bitflops < frontier[0][0]:
+        return None
+    for (c0, a0), (c1, a1) in zip(frontier, frontier[1:]):
+        if bitflops <= c1:
+            return a0 + (bitflops - c0) / (c1 - c0) * (a1 - a0)
+    return frontier[-1][1]
+
+
 def rows(runs: List[Dict], reference_bits: int) -> List[Dict]:
-    """One row per run; `vs_static` compares with the static run at the reference bits, when there is one."""
+    """One row per run; `vs_static` compares with the static run at the reference bits, when there is one, and
+    a dynamic run's `top1_vs_static_line` with the static runs' line at its Bit-FLOPs."""
+    points = [(r["eval"]["bitflops"]["mean"], r["eval"]["top1"]) for r in runs if r["config"]["precision"] == "static"]
     ref: Optional[Dict] = next((r for r in runs if r["config"]["precision"] == "static" and r["config"]["bits"] == reference_bits), None)
     out = []
     for r in runs:
@@ -71,14 +90,16 @@ def rows(runs: List[Dict], reference_bits: int) -> List[Dict]:
             shuffled, spread = ev.get("top1_shuffled_plans"), ev.get("top1_shuffled_plans_range")
             row["top1_gain_over_shuffled"] = None if shuffled is None else ev["top1"] - shuffled
             row["top1_gain_over_shuffled_range"] = None if spread is None else [ev["top1"] - spread[1], ev["top1"] - spread[0]]
+            line = static_line(points, ev["bitflops"]["mean"])
+            row["top1_vs_static_line"] = None if line is None else ev["top1"] - line
         out.append(row)
     return out
 
 
 def markdown(table: List[Dict], reference_bits: int) -> str:
     head = (f"| run | what | epochs | from | train images | top-1 | mean Bit-FLOPs | vs static {reference_bits}-bit: savings | "
-            "top-1 change | top-1 cheapest / costliest decile | top-1 gain over shuffled plans |")
-    lines = [head, "|" + " --- |" * 11]
+            "top-1 change | top-1 vs static line | top-1 cheapest / costliest decile | top-1 gain over shuffled plans |")
+    lines = [head, "|" + " --- |" * 12]
     for r in table:
         vs = r["vs_static"]
         dec = ("–" if "one_plan" not in r else "one plan for every image" if r["one_plan"] else
@@ -92,9 +113,11 @@ def markdown(table: List[Dict], reference_bits: int) -> str:
             gain += f" ({100 * lo:+.2f} to {100 * hi:+.2f} over {SHUFFLES} shuffles)"
         savings = "–" if vs is None else f"{100 * vs['savings']:+.1f}%"
         change = "–" if vs is None else f"{100 * vs['top1_change']:+.2f} pt"
+        line = r.get("top1_vs_static_line")
+        line = "–" if line is None else f"{100 * line:+.2f} pt"
         epochs = r["epochs"] if r["epochs"] is not None else "?"
         lines.append(f"| {r['run']} | {r['what']} | {epochs} | {r['init'] or 'scratch'} | {r['train_images']} | {100 * r['top1']:.2f}% | "
-                     f"{r['bitflops_mean'] / 1e9:.3f} G | {savings} | {change} | {dec} | {gain} |")
+                     f"{r['bitflops_mean'] / 1e9:.3f} G | {savings} | {change} | {line} | {dec} | {gain} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,6 @@
-from training.compare import tied_deciles
+import pytest
+
+from training.compare import static_line, tied_deciles
 
 
 def _deciles(costs):
@@ -21,3 +23,20 @@ def test_cost_order_sorts_by_cost_and_mixes_ties():
     assert (np.diff(bf[order]) >= 0).all() and order[-1] == 1000
     # the 500 tied cheapest images come in a shuffled, reproducible order, not in storage order
     assert not (np.diff(order[:500]) > 0).all() and (order == cost_order(bf)).all()
+
+
+# static runs at 2, 3, 4, 5 bits: (Bit-FLOPs in G, top-1); the 5-bit run scores below the 4-bit one
+STATIC = [(0.615, 0.73), (0.817, 0.745), (1.100, 0.79), (1.463, 0.778)]
+
+
+@pytest.mark.parametrize("bitflops, expected", [
+    (0.817, 0.745),                                     # on a static run
+    (0.9585, 0.7675),                                   # halfway between 3 and 4 bits
+    (1.3, 0.79),                                        # past 4 bits: the 5-bit run is off the frontier
+    (3.0, 0.79),                                        # past the costliest: the best static run
+    (0.5, None),                                        # cheaper than every static run: no line to compare with
+])
+def test_static_line_interpolates_on_the_frontier(bitflops, expected):
+    got = static_line(STATIC, bitflops)
+    assert got == (None if expected is None else pytest.approx(expected))
+    assert static_line([], 1.0) is None
