@@ -65,10 +65,11 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resn
     it('same bits on >= 99.9% of images', () => expect(report.bits_agree).toBeGreaterThanOrEqual(0.999));
     it('same top-1 on >= 99.9% of images', () => expect(report.top1_agree).toBeGreaterThanOrEqual(0.999));
     // The stated tolerance (docs/model-bundle.md): quantized layers are bit-exact; only the float stem conv
-    // differs in the last bits, which moves an activation across a rounding boundary now and then.
-    it('logits within 1e-4 on >= 95% of the compared images and within 0.25 on all', () => {
+    // differs in the last bits, which moves an activation across a rounding boundary now and then (one level
+    // of a 3-bit layer: 1/7 of its range, hence up to 0.4 on the mostly 3-bit v4).
+    it('logits within 1e-4 on >= 95% of the compared images and within 0.5 on all', () => {
       expect(report.logits_within_1e4).toBeGreaterThanOrEqual(0.95);
-      expect(report.logits_max_abs_diff).toBeLessThan(0.25);
+      expect(report.logits_max_abs_diff).toBeLessThan(0.5);
     });
     it("the engine's accuracy equals the bundle's measured top-1 within 0.1 points", () =>
       expect(Math.abs((report.accuracy_engine as number) - (manifest.metrics?.top1 ?? Number.NaN))).toBeLessThan(0.001));
