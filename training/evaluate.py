@@ -21,7 +21,7 @@ def predict(model, images_u8: torch.Tensor, knob: float = 0.0, batch: int = 500,
     """Logits, bits per dynamic layer (N, L) and controller logits for uint8 images, in eval mode. A dynamic model
     runs the controller's choice, every layer at `force_bits`, or the given `plans` (N, L candidate indices)."""
     model.eval()
-    cands = model.candidates_tensor
+    cands = model.candidates_tensor.cpu()  # a buffer on the model's device; every output here is on the CPU
     outs, bits, ctrl = [], [], []
     for i in range(0, len(images_u8), batch):
         x = normalize(images_u8[i:i + batch])
@@ -46,7 +46,6 @@ def predict(model, images_u8: torch.Tensor, knob: float = 0.0, batch: int = 500,
 def accuracy(model, images_u8, labels) -> Dict:
     """The quick per-epoch check used during training."""
     logits, bits, _ = predict(model, images_u8)
-    bits = bits.cpu()
     res = {"top1": float((logits.argmax(1) == labels.cpu()).float().mean())}
     if model.precision.mode == "dynamic":
         macs = model.layer_macs.cpu().double()
