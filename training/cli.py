@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from .data import DataError
-from .onnx_export import KERNELS
 
 
 def _bits_list(s: str):
@@ -71,9 +70,10 @@ def _add_train(sub):
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay in log.jsonl)")
 
 
-def _add_eval_common(p):
-    p.add_argument("--checkpoint", required=True, help="a model.pt written by train")
-    p.add_argument("--data", default="../shared/data/cifar10")
+def _add_eval_common(p, checkpoint_required: bool = True):
+    p.add_argument("--checkpoint", required=checkpoint_required, help="a model.pt written by train")
+    p.add_argument("--data", default="../shared/data/cifar10",
+                   help="data set folder: the test split is evaluated, training images calibrate the int8 scales")
     p.add_argument("--limit", type=int, help="evaluate on a class-balanced subset of the test set")
 
 
@@ -105,17 +105,33 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _deployable(model, tc, data: str):
+    from .data import load_split
+    from .export import from_checkpoint
+
+    try:
+        return from_checkpoint(model, tc, load_split(data, "train"))
+    except ValueError as e:
+        raise UsageError(f"{e}; evaluate it with --arithmetic float") from e
+
+
 def cmd_evaluate(a) -> int:
     from . import cost
     from .checkpoint import load_model
     from .data import load_split
-    from .evaluate import evaluate, public
+    from .evaluate import ModelSubject, NetSubject, evaluate, public
     from .plots import write_plots
 
     model, tc = load_model(a.checkpoint)
     test = load_split(a.data, "test").subset(a.limit)
-    table = cost.attach_macs(model, tuple(test.images.shape[1:]))
-    ev = evaluate(model, table, test.images, test.labels, cost.reference_bits(model))
+    if a.arithmetic == "int8":
+        dep = _deployable(model, tc, a.data)
+        subject, table = NetSubject(dep.net, dep.knob_cost), dep.table
+    else:
+        table = cost.attach_macs(model, tuple(test.images.shape[1:]))
+        subject = ModelSubject(model)
+    ev = evaluate(subject, table, test.images, test.labels, cost.reference_bits(model))
+    ev["arithmetic"] = a.arithmetic
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if not a.no_plots:
@@ -131,19 +147,29 @@ def cmd_evaluate(a) -> int:
 def cmd_export(a) -> int:
     from .checkpoint import load_model
     from .data import load_split
-    from .export import export_bundle
+    from .export import export_bundle, from_bundle
 
     if a.version < 1:
         raise UsageError("--version must be a positive integer")
-    model, tc = load_model(a.checkpoint)
-    if a.static_bits is not None:  # the same weights with every dynamic layer at one bit-width (A/B twin)
-        if a.static_bits not in model.cfg.candidates and model.precision.mode == "dynamic":
-            raise UsageError(f"--static-bits {a.static_bits} is not a candidate {model.cfg.candidates}")
-        model.set_precision("static", a.static_bits)
-        tc = dict(tc, exported_as=f"static {a.static_bits}-bit twin of a {tc['precision']} checkpoint")
+    if (a.checkpoint is None) == (a.from_bundle is None):
+        raise UsageError("give exactly one of --checkpoint and --from-bundle")
+    if a.from_bundle is not None:
+        if a.static_bits is not None:
+            raise UsageError("--static-bits needs --checkpoint")
+        if not (Path(a.from_bundle) / "manifest.json").is_file():
+            raise UsageError(f"{a.from_bundle} is not a bundle folder (no manifest.json)")
+        dep = from_bundle(Path(a.from_bundle), load_split(a.data, "train"))
+    else:
+        model, tc = load_model(a.checkpoint)
+        if a.static_bits is not None:  # the same weights with every dynamic layer at one bit-width (A/B twin)
+            if a.static_bits not in model.cfg.candidates and model.precision.mode == "dynamic":
+                raise UsageError(f"--static-bits {a.static_bits} is not a candidate {model.cfg.candidates}")
+            model.set_precision("static", a.static_bits)
+            tc = dict(tc, exported_as=f"static {a.static_bits}-bit twin of a {tc['precision']} checkpoint")
+        dep = _deployable(model, tc, a.data)
     test = load_split(a.data, "test").subset(a.limit)
     out = Path(a.out) / a.name / str(a.version)
-    ev = export_bundle(model, tc, test, out, a.name, a.version, force=a.force, kernel=a.kernel)
+    ev = export_bundle(dep, test, out, a.name, a.version, force=a.force)
     print(json.dumps({"bundle": str(out), "top1": ev["top1"], "bitflops_mean": ev["bitflops"]["mean"]}))
     return 0
 
@@ -171,19 +197,23 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m training", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     _add_train(sub)
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint: accuracy, Bit-FLOPs, histograms, knob sweep, plots")
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint: accuracy, Bit-FLOPs, histograms, knob sweep, plots",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_eval_common(p)
     p.add_argument("--out", required=True, help="folder for eval.json and the PNG plots")
+    p.add_argument("--arithmetic", default="int8", choices=["int8", "float"],
+                   help="int8: what an exported bundle and the server compute (scales calibrated on training images); "
+                        "float: the model's own evaluation (float convs on integer levels), e.g. for 8-bit layers")
     p.add_argument("--no-plots", action="store_true")
-    p = sub.add_parser("export", help="export a checkpoint as a servable bundle (ONNX + manifest)")
-    _add_eval_common(p)
+    p = sub.add_parser("export", help="export a checkpoint as a servable bundle (ONNX + manifest)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_eval_common(p, checkpoint_required=False)
+    p.add_argument("--from-bundle", help="instead of --checkpoint: re-export a format-1 bundle folder in today's format")
     p.add_argument("--out", default="models", help="model repository; the bundle goes to OUT/NAME/VERSION")
     p.add_argument("--name", required=True, help="bundle name, e.g. resnet20_dq")
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--static-bits", type=int, help="export a dynamic checkpoint with every dynamic layer at these bits")
-    p.add_argument("--kernel", default="float", choices=list(KERNELS),
-                   help="quantized convs as float Conv on integer values (exact, fast in onnxruntime) or ConvInteger")
     p = sub.add_parser("compare", help="results table and accuracy vs Bit-FLOPs plot of evaluated runs")
     p.add_argument("runs", nargs="+", help="train run folders, each evaluated into <run>/eval")
     p.add_argument("--out", required=True, help="folder for results.md, results.json, accuracy_vs_bitflops.png")

@@ -1,56 +1,121 @@
-"""Export a trained checkpoint as a servable bundle (docs/model-bundle.md): ONNX pieces, manifest.json
-with measured metrics and the knob calibration table, reference.json for parity checks, sha256 of every file."""
+"""Export a trained network as a servable bundle (docs/model-bundle.md, format 2): ONNX graphs in the int8
+arithmetic (int8.py), manifest.json with measured metrics and the knob calibration table, reference.json for
+parity checks, sha256 of every file. The network comes from a checkpoint, or from a format-1 bundle (whose
+checkpoint may be gone: its layers are read back from its ONNX pieces)."""
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import onnx
+import torch
 
-from . import cost
-from .data import CIFAR_MEAN, CIFAR_STD, Split
-from .evaluate import KNOBS, evaluate
+from . import cost, int8
+from .data import Split
+from .evaluate import KNOBS, NetSubject, evaluate
 from .layers import FP_BITS
-from .onnx_export import head_graph, stem_graph, step_graph
+from .onnx_export import body_graph, static_graph, stem_graph
 
-FORMAT, FORMAT_VERSION = "dqserve-bundle", 1
-REFERENCE_LOGITS = 200  # images whose full logits go into reference.json
+FORMAT, FORMAT_VERSION = "dqserve-bundle", 2
+CALIBRATION_IMAGES = 2000  # training images whose largest magnitudes set each tensor's scale
+REFERENCE_KNOBS = (-1.0, 0.5, 2.0)  # knobs whose bits and top-1 reference.json also records, for the knob's parity
+
+
+@dataclass
+class Deployable:
+    """A network in the served arithmetic plus what the manifest says about it."""
+
+    net: int8.Net
+    table: List[Dict]  # cost.layer_table rows: every conv/linear layer with kind, shapes, bits, MACs
+    knob_cost: Optional[torch.Tensor]  # (L, K), dynamic only
+    bits: Dict  # the manifest's "bits"
+    arch: str
+    training: Dict
+
+    @property
+    def dynamic(self) -> bool:
+        return self.net.controller is not None
+
+
+def calibrate(net: int8.Net, train: Split) -> None:
+    images = train.subset(CALIBRATION_IMAGES, seed=0).images
+    L = len(net.dynamic_layers)
+    int8.calibrate(net, images, [torch.full((len(images), L), b) for b in net.candidates])
+
+
+def from_checkpoint(model, tc: Dict, train: Split) -> Deployable:
+    table = cost.attach_macs(model, tuple(train.images.shape[1:]))
+    dynamic = model.precision.mode == "dynamic"
+    mc = model.cfg
+    net = int8.from_model(model)
+    calibrate(net, train)
+    bits = {"candidates": cost.deployed_bits(model), "reference": cost.reference_bits(model),
+            "fixed": FP_BITS if model.precision.mode == "fp" else mc.fixed_bits, "first_last": mc.first_last_bits,
+            "activation_quantizer": mc.act, "controller": mc.controller_bits if dynamic else None}
+    return Deployable(net, table, model.knob_cost().cpu() if dynamic else None, bits, mc.arch, tc)
+
+
+def from_bundle(directory: Path, train: Split) -> Deployable:
+    """A format-1 bundle re-expressed in this arithmetic (same weights, new scales from `train`)."""
+    man = json.loads((Path(directory) / "manifest.json").read_text())
+    net = int8.from_bundle_v1(directory)
+    calibrate(net, train)
+    bits = {k: v for k, v in man["bits"].items() if k != "conv_kernel"}
+    knob = torch.tensor(man["controller"]["cost"]) if man["kind"] == "dynamic" else None
+    training = dict(man["training"], exported_from=f"{man['name']}/{man['version']} (bundle format 1)")
+    return Deployable(net, man["layers"], knob, bits, man.get("arch", "unknown"), training)
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_manifest(model, tc: Dict, table: List[Dict], ev: Dict, test: Split, name: str, version: int,
-                   graph: Dict) -> Dict:
-    mc = model.cfg
-    dynamic = model.precision.mode == "dynamic"
+def _graph(dep: Deployable, out: Path, size) -> Dict:
+    if not dep.dynamic:
+        onnx.save(static_graph(dep.net, size), out / "model.onnx")
+        return {"model": {"file": "model.onnx"}}
+    onnx.save(stem_graph(dep.net, size), out / "stem.onnx")
+    onnx.save(body_graph(dep.net, size), out / "body.onnx")
+    blocks = [[b.conv1.name, b.conv2.name] for b in dep.net.blocks[dep.net.fixed_blocks:]]
+    return {"stem": {"file": "stem.onnx"}, "body": {"file": "body.onnx", "blocks": blocks}}
+
+
+def _quantization(net: int8.Net) -> Dict:
+    """The calibrated scales, for reading (the graphs hold them); zero points: 0 after ReLU, 128 before an add."""
+    return {"arithmetic": "int8: QLinearConv / QLinearAdd on uint8 NHWC tensors (docs/model-bundle.md)",
+            "calibration": dict(net.calibration, set="training images, class-balanced, seed 0"),
+            "stem_scale": net.s_stem,
+            "blocks": [{"conv2_scale": b.s_z, "shortcut_scale": b.s_sc if b.shortcut else None, "output_scale": b.s_out}
+                       for b in net.blocks]}
+
+
+def build_manifest(dep: Deployable, ev: Dict, test: Split, name: str, version: int, graph: Dict) -> Dict:
     size = list(test.images.shape[2:])
-    dyn_names = [r["name"] for r in table if r["kind"] == "dynamic"]
-    candidates, reference = cost.deployed_bits(model), cost.reference_bits(model)
+    dyn_names = [r["name"] for r in dep.table if r["kind"] == "dynamic"]
+    candidates, reference = dep.bits["candidates"], dep.bits["reference"]
     plan = lambda b: [b] * len(dyn_names)  # noqa: E731
+    table = dep.table
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "version": version,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "kind": "dynamic" if dynamic else "static",
-        "arch": mc.arch,
+        "kind": "dynamic" if dep.dynamic else "static",
+        "arch": dep.arch,
         "classes": test.classes,
-        "input": {"channels": 3, "color": "RGB", "layout": "NCHW", "dtype": "float32", "size": size, "scale": 255,
-                  "mean": list(CIFAR_MEAN), "std": list(CIFAR_STD),
+        "input": {"channels": 3, "color": "RGB", "layout": "NHWC", "dtype": "uint8", "size": size, "scale": 255,
+                  "mean": list(dep.net.mean), "std": list(dep.net.std),
                   "resize": {"shorter_side": size[0], "interpolation": "bilinear"},
                   "crop": {"size": size, "position": "center"}},
-        "bits": {"candidates": candidates, "reference": reference,
-                 "fixed": FP_BITS if model.precision.mode == "fp" else mc.fixed_bits,
-                 "first_last": mc.first_last_bits, "activation_quantizer": mc.act,
-                 "controller": mc.controller_bits if dynamic else None},
+        "bits": dep.bits,
         "layers": table,
         "controller": None,
         "graph": graph,
+        "quantization": _quantization(dep.net),
         "bitflops": {"definition": cost.DEFINITION, "fixed": cost.fixed_bitflops(table),
                      "reference": cost.bitflops(table, plan(reference)),
                      "min": cost.bitflops(table, plan(min(candidates))),
@@ -61,57 +126,45 @@ def build_manifest(model, tc: Dict, table: List[Dict], ev: Dict, test: Split, na
                     "bitflops_p90": ev["bitflops"]["p90"], "bitflops_min": ev["bitflops"]["min"],
                     "bitflops_max": ev["bitflops"]["max"], "savings_vs_reference": ev["savings_vs_reference"],
                     "mean_bits": ev["mean_bits"], "static_at_candidates": ev.get("static_at_candidates", [])},
-        "training": tc,
+        "training": dep.training,
         "dataset": {"name": "CIFAR-10", "layout": test.layout, "fingerprint": test.fingerprint,
                     "note": "JPEG quality-75 copy of CIFAR-10; accuracy is a little below the lossless originals"},
     }
-    if dynamic:
-        manifest["controller"] = {"layers": dyn_names, "candidates": candidates,
-                                  "cost": model.knob_cost().tolist()}
+    if dep.dynamic:
+        manifest["controller"] = {"layers": dyn_names, "candidates": candidates, "cost": dep.knob_cost.tolist()}
     return manifest
 
 
-def export_bundle(model, tc: Dict, test: Split, out: Path, name: str, version: int, force: bool = False,
-                  kernel: str = "float") -> Dict:
+def _f32(values: np.ndarray) -> List:
+    """float32 values as the shortest decimals that read back to the same float32 (exact comparisons)."""
+    return [[float(repr(v)) for v in row] for row in values.astype(np.float32)]
+
+
+def _bit_strings(bits: np.ndarray, candidates: List[int]) -> List[str]:
+    index = {b: str(k) for k, b in enumerate(candidates)}
+    return ["".join(index[int(b)] for b in row) for row in bits]
+
+
+def export_bundle(dep: Deployable, test: Split, out: Path, name: str, version: int, force: bool = False) -> Dict:
     out = Path(out)
     if out.exists():
         if not force:
             raise FileExistsError(f"{out} exists (use --force to replace it)")
         shutil.rmtree(out)
-    (out / "steps").mkdir(parents=True)
-    input_size = tuple(test.images.shape[1:])
-    table = cost.attach_macs(model, input_size)
-    model.eval()
-    dynamic = model.precision.mode == "dynamic"
-    bits_list = cost.deployed_bits(model)
-    onnx.save(stem_graph(model, input_size, kernel), out / "stem.onnx")
-    steps, prev, li = [], "features", 0
-    for s, stage in enumerate(model.stages[1:], start=2):
-        for i, block in enumerate(stage):
-            for which in ("conv1", "conv2"):
-                layer = f"layer{s}.{i}.{which}"
-                assert layer == model.dynamic_layers[li][0]
-                files = {}
-                for b in bits_list:
-                    rel = f"steps/{layer}.b{b}.onnx"
-                    onnx.save(step_graph(model, block, which, b, kernel), out / rel)
-                    files[str(b)] = rel
-                inputs = {"x": prev} if which == "conv1" else {"x": prev, "residual": block_input}
-                if which == "conv1":
-                    block_input = prev
-                steps.append({"layer": layer, "inputs": inputs, "output": layer, "files": files})
-                prev, li = layer, li + 1
-    onnx.save(head_graph(model), out / "head.onnx")
-    graph = {"stem": {"file": "stem.onnx"}, "steps": steps, "head": {"input": prev, "file": "head.onnx"}}
-    ev = evaluate(model, table, test.images, test.labels, cost.reference_bits(model), knobs=KNOBS if dynamic else ())
+    out.mkdir(parents=True)
+    graph = _graph(dep, out, tuple(test.images.shape[2:]))
+    knobs = sorted(set(KNOBS) | set(REFERENCE_KNOBS)) if dep.dynamic else ()
+    ev = evaluate(NetSubject(dep.net, dep.knob_cost), dep.table, test.images, test.labels, dep.bits["reference"],
+                  knobs=knobs)
     per = ev["_per_image"]
-    index = {b: str(k) for k, b in enumerate(bits_list)}
+    cands = dep.bits["candidates"]
     reference = {"images": ev["images"], "order": test.names, "top1": per["top1"].tolist(),
-                 "bits": ["".join(index[int(b)] for b in row) for row in per["bits"]],
-                 "logits_first": np.round(per["logits"][:REFERENCE_LOGITS], 6).tolist()}
+                 "bits": _bit_strings(per["bits"], cands), "logits": _f32(per["logits"]),
+                 "knobs": [{"knob": k, "top1": per["knobs"][k][0].argmax(1).tolist(),
+                            "bits": _bit_strings(per["knobs"][k][1].numpy(), cands)}
+                           for k in REFERENCE_KNOBS if k in per["knobs"]]}
     (out / "reference.json").write_text(json.dumps(reference, separators=(",", ":")))
-    manifest = build_manifest(model, tc, table, ev, test, name, version, graph)
-    manifest["bits"]["conv_kernel"] = kernel
+    manifest = build_manifest(dep, ev, test, name, version, graph)
     manifest["files"] = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return ev

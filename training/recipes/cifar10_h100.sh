@@ -107,8 +107,11 @@ for phase in "$@"; do
       runs=() same=()
       for r in "$R"/fp "$R"/w? "$R"/w?_cont "$R"/dq*; do
         [ -f "$r/model.pt" ] || continue
-        [ -f "$r/eval/eval.json" ] ||  # evaluated once: a later export only adds the runs that finished since
-          python3 -m training evaluate --checkpoint "$r/model.pt" --data "$D" --out "$r/eval" ${SMOKE:+--limit 200}
+        # evaluated once (a later export only adds the runs that finished since), every run in the models' own
+        # float arithmetic, so that full-precision and 8-bit runs sit in the same tables (bundles measure int8)
+        [ -f "$r/eval/eval.json" ] ||
+          python3 -m training evaluate --checkpoint "$r/model.pt" --data "$D" --out "$r/eval" --arithmetic float \
+            ${SMOKE:+--limit 200}
         # what docs/results.md links to: each run's config, log, evaluation and, for dynamic runs, its figures
         mkdir -p "$DOCS/runs/${r##*/}"
         cp "$r/config.json" "$r/log.jsonl" "$r/eval/eval.json" "$DOCS/runs/${r##*/}/"

@@ -35,6 +35,9 @@ def test_shared_vectors_match(tmp_path):
     for v in vectors:
         assert cost.bitflops(v["manifest_layers"], v["plan"]) == v["expected_bitflops"], v["name"]
         assert cost.bitflops(v["manifest_layers"], [v["bits_reference"]] * len(v["plan"])) == v["expected_reference"], v["name"]
+        # the per-batch form (manifest metrics, calibration tables, results) on the same vectors, two rows at once
+        both = torch.tensor([v["plan"], [v["bits_reference"]] * len(v["plan"])], dtype=torch.float32)
+        assert cost.bitflops_batch(v["manifest_layers"], both).tolist() == [v["expected_bitflops"], v["expected_reference"]], v["name"]
 
 
 def test_cost_ratio_is_one_at_target_and_differentiable():

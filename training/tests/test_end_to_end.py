@@ -66,6 +66,18 @@ def test_evaluate_writes_report_and_plots(trained, small_binary):
     assert ev["bitflops"]["min"] <= ev["bitflops"]["p50"] <= ev["bitflops"]["max"]
     for png in ("accuracy_vs_bitflops", "bits_per_layer", "bitflops_distribution", "images_cheapest", "images_costliest"):
         assert (out / f"{png}.png").stat().st_size > 1000
+    # the served int8 arithmetic by default; the model's own float arithmetic on request, close to it
+    assert ev["arithmetic"] == "int8"
+    run("evaluate", "--checkpoint", str(trained / "dq" / "model.pt"), "--data", str(small_binary), "--out",
+        str(trained / "eval-float"), "--arithmetic", "float", "--no-plots")
+    evf = json.loads((trained / "eval-float" / "eval.json").read_text())
+    assert evf["arithmetic"] == "float" and abs(evf["top1"] - ev["top1"]) < 0.05
+
+
+def test_evaluate_refuses_int8_for_a_full_precision_model(trained, small_binary):
+    r = subprocess.run([PY, "-m", "training", "evaluate", "--checkpoint", str(trained / "fp" / "model.pt"), "--data",
+                        str(small_binary), "--out", str(trained / "eval-fp")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "--arithmetic float" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def _verify(bundle, data):
@@ -79,30 +91,43 @@ def _verify(bundle, data):
     return json.loads(v.stdout)
 
 
-@pytest.mark.parametrize("kernel", ["float", "integer"])
-def test_export_bundle_and_parity_through_onnxruntime_node(trained, small_binary, kernel):
-    repo = trained / f"models-{kernel}"
+def test_export_bundle_and_parity_through_onnxruntime_node(trained, small_binary):
+    repo = trained / "models"
     run("export", "--checkpoint", str(trained / "dq" / "model.pt"), "--data", str(small_binary), "--out", str(repo),
-        "--name", "tiny_dq", "--kernel", kernel)
+        "--name", "tiny_dq")
     bundle = repo / "tiny_dq" / "1"
     m = json.loads((bundle / "manifest.json").read_text())
-    assert m["format"] == "dqserve-bundle" and m["kind"] == "dynamic" and m["bits"]["candidates"] == [3, 4, 5]
-    assert len(m["controller"]["layers"]) == 4 and len(m["graph"]["steps"]) == 4
+    assert m["format"] == "dqserve-bundle" and m["format_version"] == 2 and m["kind"] == "dynamic"
+    assert m["bits"]["candidates"] == [3, 4, 5] and len(m["controller"]["layers"]) == 4
+    assert m["graph"]["body"]["blocks"] == [["layer2.0.conv1", "layer2.0.conv2"], ["layer3.0.conv1", "layer3.0.conv2"]]
+    assert (m["input"]["layout"], m["input"]["dtype"]) == ("NHWC", "uint8")
     assert set(m["files"]) == {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
     for f in m["files"]:
         if f.endswith(".onnx"):
             onnx.checker.check_model(onnx.load(bundle / f))
-    g = onnx.load(bundle / m["graph"]["steps"][0]["files"]["4"]).graph
-    if kernel == "integer":
-        assert "ConvInteger" in {n.op_type for n in g.node}
-    else:  # float Conv on integer levels and integer weights: exact float32 sums
-        conv = next(n for n in g.node if n.op_type == "Conv")
-        w = onnx.numpy_helper.to_array(next(i for i in g.initializer if i.name == conv.input[1]))
-        assert (w == w.round()).all() and abs(w).max() <= 15
+    # the quantized convs' weights are DoReFa's integer numerators, in int8
+    body = onnx.load(bundle / "body.onnx").graph
+    conv = next(n for n in body.node if n.op_type == "QLinearConv")
+    w = onnx.numpy_helper.to_array(next(i for i in body.initializer if i.name == conv.input[3]))
+    assert w.dtype.name == "int8" and abs(w.astype(int)).max() <= 31
+    ref = json.loads((bundle / "reference.json").read_text())
+    assert len(ref["logits"]) == ref["images"] == 400 and [k["knob"] for k in ref["knobs"]] == [-1.0, 0.5, 2.0]
     res = _verify(bundle, small_binary)
     assert res["images"] == 400 and res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999
-    assert res["logits_max_abs_diff"] < 0.25 and res["logits_within_1e4"] >= 0.95
+    assert res["logits_identical"] >= 0.95 and all(k["bits_agree"] >= 0.999 for k in res["knobs"])
     assert res["accuracy_engine"] == pytest.approx(m["metrics"]["top1"], abs=0.005)
+
+
+def test_format1_bundle_reexports_and_serves(small_binary, tmp_path):
+    """A bundle whose checkpoint is gone: read back from its format-1 ONNX pieces, exported in format 2."""
+    src = ROOT / "training" / "format1-bundles" / "resnet20_w4_4"
+    run("export", "--from-bundle", str(src), "--data", str(small_binary), "--out", str(tmp_path), "--name", "w4",
+        "--limit", "100")
+    m = json.loads((tmp_path / "w4" / "1" / "manifest.json").read_text())
+    assert m["kind"] == "static" and m["graph"] == {"model": {"file": "model.onnx"}}
+    assert "resnet20_w4/4" in m["training"]["exported_from"] and m["metrics"]["top1"] > 0.6
+    res = _verify(tmp_path / "w4" / "1", small_binary)
+    assert res["bits_agree"] == 1 and res["top1_agree"] >= 0.99
 
 
 def test_8bit_controller_exports_its_levels_and_cost(trained, small_binary):
