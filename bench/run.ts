@@ -89,8 +89,8 @@ async function engineCeiling(dir: string, images: Buffer[]): Promise<void> {
     const engine = await OrtEngine.load(dir, manifest, { intraOpNumThreads: threads, interOpNumThreads: 1 });
     await engine.warmup();
     for (const B of [1, 64]) {
-      const batch = new Float32Array(B * engine.sampleSize);
-      for (let i = 0; i < B; i++) batch.set(inputs[i % inputs.length] as Float32Array, i * engine.sampleSize);
+      const batch = new Uint8Array(B * engine.sampleSize);
+      for (let i = 0; i < B; i++) batch.set(inputs[i % inputs.length] as Uint8Array, i * engine.sampleSize);
       const opts = Array.from({ length: B }, () => ({ knob: 0, precision: null }));
       await engine.infer(batch, B, opts);
       let n = 0;
@@ -118,7 +118,7 @@ async function enginesInterleaved(dirs: string[], images: Buffer[]): Promise<voi
       const engine = await OrtEngine.load(dir, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 });
       await engine.warmup();
       const inputs = await Promise.all(images.slice(0, B).map((b) => preprocess(b, manifest.input, { maxInputPixels: 1e7 })));
-      const batch = new Float32Array(B * engine.sampleSize);
+      const batch = new Uint8Array(B * engine.sampleSize);
       inputs.forEach((x, i) => batch.set(x, i * engine.sampleSize));
       return { name: manifest.name, engine, batch, ms: 0, n: 0 };
     }),

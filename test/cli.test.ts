@@ -35,6 +35,14 @@ describe('dqserve CLI', () => {
     expect(err.stderr).toMatch(/DQ_ERR_CONFIG_INVALID/);
   });
 
+  it('a format-1 bundle is refused in one line that says how to re-export it', async () => {
+    const old = join(REPO_ROOT, 'training', 'format1-bundles', 'resnet20_w4_4');
+    const err = (await run('inspect', old).catch((e: unknown) => e)) as { code: number; stderr: string };
+    expect(err.code).toBe(1);
+    expect(err.stderr.trim().split('\n')).toHaveLength(1);
+    expect(err.stderr).toMatch(/DQ_ERR_BUNDLE_INVALID: .*bundle format 1 is not served.*training export --from-bundle/);
+  });
+
   it.skipIf(!hasDynamicBundle)('inspect shows layers, Bit-FLOPs and the calibration table', async () => {
     const { stdout } = await run('inspect', DYNAMIC_BUNDLE);
     expect(stdout).toMatch(/resnet20_dq v\d+ \(dynamic\)/);

@@ -62,7 +62,7 @@ class Request {
 }
 
 interface Pending {
-  readonly input: Float32Array;
+  readonly input: Uint8Array;
   readonly options: SampleOptions;
   readonly enqueuedAt: number;
   readonly request: Request;
@@ -94,10 +94,10 @@ export class DynamicBatcher {
    * left), DQ_ERR_CLIENT_DISCONNECTED. Either way its samples still queued leave the queue; samples already in
    * a running batch finish there, and their results are dropped.
    */
-  submit(inputs: readonly Float32Array[], options: SampleOptions, timeoutMs: number, signal?: AbortSignal): Promise<BatchedResult[]> {
+  submit(inputs: readonly Uint8Array[], options: SampleOptions, timeoutMs: number, signal?: AbortSignal): Promise<BatchedResult[]> {
     if (this.closed) return Promise.reject(new DqError('DQ_ERR_SERVER_SHUTTING_DOWN', undefined, { retryAfterS: this.opts.retryAfterSeconds }));
     const wrong = inputs.find((x) => x.length !== this.engine.sampleSize);
-    if (wrong) return Promise.reject(new DqError('DQ_ERR_SERVER_INTERNAL', `sample has ${wrong.length} values, engine expects ${this.engine.sampleSize}`));
+    if (wrong) return Promise.reject(new DqError('DQ_ERR_SERVER_INTERNAL', `sample has ${wrong.length} bytes, engine expects ${this.engine.sampleSize}`));
     if (this.queue.length + inputs.length > this.opts.maxQueueSize) {
       const detail = `${this.queue.length} waiting, ${inputs.length} more asked, room for ${this.opts.maxQueueSize}`;
       return Promise.reject(new DqError('DQ_ERR_QUEUE_FULL', detail, { retryAfterS: this.opts.retryAfterSeconds }));
@@ -170,7 +170,7 @@ export class DynamicBatcher {
   private async run(batch: Pending[]): Promise<void> {
     const started = performance.now();
     const size = this.engine.sampleSize;
-    const input = new Float32Array(size * batch.length);
+    const input = new Uint8Array(size * batch.length);
     batch.forEach((p, i) => {
       this.opts.onQueueWait?.(started - p.enqueuedAt);
       input.set(p.input, i * size);

@@ -1,4 +1,5 @@
-// What every engine derives from a manifest: which layers are dynamic, in which order, with which candidates.
+// What every engine derives from a manifest: which layers are dynamic, in which order, with which candidates,
+// and (dynamic bundles) which pair of dynamic layers each block of the body graph dispatches.
 import { DqError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import { chooseBits, staticBits, type ControllerSpec } from './bit-plan.js';
@@ -9,6 +10,9 @@ export interface EngineLayout {
   readonly candidates: readonly (readonly number[])[];
   /** null for a static bundle. */
   readonly controller: ControllerSpec | null;
+  /** For each body block: the indices (in dynamicLayers) of its conv1 and conv2 layers. Empty when static. */
+  readonly blocks: readonly (readonly [number, number])[];
+  /** Bytes per sample: height × width × 3 (uint8 RGB, NHWC). */
   readonly sampleSize: number;
   /** Bits per sample per dynamic layer; `controllerLogits` is required when `controller` is set. */
   plan(controllerLogits: Float32Array | null, batchSize: number, options: readonly SampleOptions[], lowered?: boolean[]): number[][];
@@ -17,25 +21,25 @@ export interface EngineLayout {
 export function engineLayout(manifest: Manifest): EngineLayout {
   const [h, w] = manifest.input.size;
   const sampleSize = manifest.input.channels * h * w;
-  const steps = manifest.graph.steps;
-  const stepLayers = steps.map((s) => s.layer);
+  const graph = manifest.graph;
 
   if (manifest.kind === 'dynamic') {
     const c = manifest.controller;
     if (!c) throw new DqError('DQ_ERR_BUNDLE_INVALID', 'dynamic bundle without a controller');
+    if (!('body' in graph)) throw new DqError('DQ_ERR_BUNDLE_INVALID', 'a dynamic bundle needs graph.stem and graph.body');
     if (c.cost.length !== c.layers.length || c.cost.some((row) => row.length !== c.candidates.length)) {
       throw new DqError('DQ_ERR_BUNDLE_INVALID', 'controller.cost is not [L][K]');
     }
-    for (const step of steps) {
-      if (!c.layers.includes(step.layer)) throw new DqError('DQ_ERR_BUNDLE_INVALID', `step ${step.layer} is not a controller layer`);
-      for (const b of c.candidates) {
-        if (!step.files[String(b)]) throw new DqError('DQ_ERR_BUNDLE_INVALID', `step ${step.layer} has no file for ${b} bits`);
-      }
+    if (c.candidates.some((b, i) => i > 0 && b <= (c.candidates[i - 1] as number))) {
+      // the budget rule lowers a choice by stepping to the next lower index
+      throw new DqError('DQ_ERR_BUNDLE_INVALID', `controller.candidates ${JSON.stringify(c.candidates)} are not ascending`);
     }
-    if (new Set(stepLayers).size !== c.layers.length) {
-      throw new DqError('DQ_ERR_BUNDLE_INVALID', 'graph.steps and controller.layers differ');
+    const blockLayers = graph.body.blocks.flat();
+    if (blockLayers.join() !== c.layers.join()) {
+      throw new DqError('DQ_ERR_BUNDLE_INVALID', 'graph.body.blocks and controller.layers name different layers');
     }
     const macs = new Map(manifest.layers.filter((l) => l.kind === 'dynamic').map((l) => [l.name, l.macs]));
+    for (const name of c.layers) if (!macs.has(name)) throw new DqError('DQ_ERR_BUNDLE_INVALID', `controller layer ${name} is not a dynamic layer`);
     const spec: ControllerSpec = {
       layers: c.layers,
       candidates: c.candidates,
@@ -47,6 +51,7 @@ export function engineLayout(manifest: Manifest): EngineLayout {
       dynamicLayers: c.layers,
       candidates: c.layers.map(() => c.candidates),
       controller: spec,
+      blocks: graph.body.blocks.map((_, j) => [2 * j, 2 * j + 1] as const),
       sampleSize,
       plan(logits, n, options, lowered) {
         if (!logits) throw new DqError('DQ_ERR_ENGINE_FAILED', 'stem gave no controller_logits');
@@ -55,15 +60,18 @@ export function engineLayout(manifest: Manifest): EngineLayout {
     };
   }
 
-  const fixed = steps.map((s) => {
-    const keys = Object.keys(s.files);
-    if (keys.length !== 1) throw new DqError('DQ_ERR_BUNDLE_INVALID', `static step ${s.layer} must have exactly one file`);
-    return Number(keys[0]);
-  });
+  if (!('model' in graph)) throw new DqError('DQ_ERR_BUNDLE_INVALID', 'a static bundle is one graph (graph.model)');
+  if (manifest.bits.candidates.length !== 1) {
+    throw new DqError('DQ_ERR_BUNDLE_INVALID', `a static bundle has one bit-width, not ${JSON.stringify(manifest.bits.candidates)}`);
+  }
+  const bits = manifest.bits.candidates[0] as number;
+  const layers = manifest.layers.filter((l) => l.kind === 'dynamic').map((l) => l.name);
+  const fixed = layers.map(() => bits);
   return {
-    dynamicLayers: stepLayers,
-    candidates: fixed.map((b) => [b]),
+    dynamicLayers: layers,
+    candidates: layers.map(() => [bits]),
     controller: null,
+    blocks: [],
     sampleSize,
     plan(_logits, n) {
       return staticBits(fixed, n);

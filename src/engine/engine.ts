@@ -24,9 +24,10 @@ export interface SampleResult {
 
 /** Wall time of one batch's stages, in ms (shared by every sample of the batch). */
 export interface StageTiming {
+  /** Stem, fixed layers and controller (0 for a static bundle, whose one graph counts as layers). */
   readonly controllerMs: number;
+  /** Dynamic layers and classifier. */
   readonly layersMs: number;
-  readonly headMs: number;
 }
 
 export interface BatchOutput {
@@ -40,10 +41,10 @@ export interface Engine {
   readonly dynamicLayers: readonly string[];
   /** Candidate bit-widths per dynamic layer, ascending. */
   readonly candidates: readonly (readonly number[])[];
-  /** Floats per sample: channels × H × W of the network input. */
+  /** Bytes per sample: H × W × 3 of the network input. */
   readonly sampleSize: number;
-  /** `input` holds `batchSize` samples, NCHW float32, already normalised. */
-  infer(input: Float32Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput>;
+  /** `input` holds `batchSize` images, uint8 RGB, NHWC, at the model's size (the graph normalises them). */
+  infer(input: Uint8Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput>;
   /** False while no instance can run a batch (every worker thread crashed and is being restarted). */
   readonly healthy: boolean;
   /** Runs every bit-width path once; the model is not ready before this resolves. */

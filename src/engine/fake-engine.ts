@@ -36,7 +36,7 @@ export class FakeEngine implements Engine {
     this.delayMs = options.batchDelayMs ?? 0;
   }
 
-  async infer(input: Float32Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
+  async infer(input: Uint8Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
     this.batches.push(batchSize);
     this.running++;
     this.maxConcurrent = Math.max(this.maxConcurrent, this.running);
@@ -61,7 +61,7 @@ export class FakeEngine implements Engine {
     const plans = this.layout.plan(this.layout.controller ? ctrl : null, batchSize, options, lowered);
     return {
       samples: logits.map((l, n) => ({ logits: l, bits: plans[n] as number[], budgetLowered: lowered[n] as boolean })),
-      timing: { controllerMs: 0, layersMs: this.delayMs, headMs: 0 },
+      timing: { controllerMs: 0, layersMs: this.delayMs },
     };
   }
 
@@ -70,8 +70,8 @@ export class FakeEngine implements Engine {
 }
 
 /** A scalar that depends on every value of the sample, in a fixed order (so it is batch-independent). */
-function signature(x: Float32Array): number {
+function signature(x: Uint8Array): number {
   let a = 0;
-  for (let i = 0; i < x.length; i += 7) a += (x[i] as number) * ((i % 13) + 1);
-  return (a / x.length) * 10 + 0.5;
+  for (let i = 0; i < x.length; i += 7) a += ((x[i] as number) / 255 - 0.5) * ((i % 13) + 1);
+  return (a / x.length) * 40 + 0.5;
 }

@@ -35,7 +35,7 @@ export function fakeManifest(): Manifest {
   );
   return {
     format: 'dqserve-bundle',
-    format_version: 1,
+    format_version: 2,
     name: 'fake_dq',
     version: 1,
     kind: 'dynamic',
@@ -43,8 +43,8 @@ export function fakeManifest(): Manifest {
     input: {
       channels: 3,
       color: 'RGB',
-      layout: 'NCHW',
-      dtype: 'float32',
+      layout: 'NHWC',
+      dtype: 'uint8',
       size: [32, 32],
       scale: 255,
       mean: [0.5, 0.5, 0.5],
@@ -61,13 +61,7 @@ export function fakeManifest(): Manifest {
     },
     graph: {
       stem: { file: 'stem.onnx' },
-      steps: dynamic.map((l, i) => ({
-        layer: l.name,
-        inputs: i === 0 ? { x: 'features' } : { x: `y${i - 1}` },
-        output: `y${i}`,
-        files: Object.fromEntries(candidates.map((c) => [String(c), `steps/${l.name}.b${c}.onnx`])),
-      })),
-      head: { input: `y${dynamic.length - 1}`, file: 'head.onnx' },
+      body: { file: 'body.onnx', blocks: [0, 2].map((i) => [dynamic[i]?.name as string, dynamic[i + 1]?.name as string] as [string, string]) },
     },
     bitflops: {
       definition: 'docs/bitflops.md',

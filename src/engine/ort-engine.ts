@@ -1,13 +1,15 @@
-// The onnxruntime-node Engine: stem -> per-sample bit plan -> per dynamic layer, only the chosen bits'
-// session on the samples that chose it -> head. See docs/model-bundle.md "Why the network is cut into pieces".
+// The onnxruntime-node Engine for bundle format 2 (docs/model-bundle.md): int8 graphs on uint8 NHWC images.
+// A static bundle is one session. A dynamic one is two: the stem (fixed layers + controller) runs, the bit plan
+// is chosen from its controller logits (bit-plan.ts), and the body runs every dynamic layer of every sample at
+// the plan's bits, fed the plan as index tensors (dispatch.ts): two session runs per batch, whatever the plan.
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import ort from 'onnxruntime-node';
 import { DqError } from '../errors.js';
-import type { Manifest, ManifestStep } from '../repository/manifest.js';
+import type { Manifest } from '../repository/manifest.js';
+import { bodyIndices } from './dispatch.js';
 import type { BatchOutput, Engine, SampleOptions, SampleResult } from './engine.js';
 import { engineLayout, type EngineLayout } from './engine-layout.js';
-import { gatherRows, scatterRows, type HostTensor } from './host-tensor.js';
 
 type Session = ort.InferenceSession;
 
@@ -16,12 +18,8 @@ export interface OrtEngineOptions {
   readonly interOpNumThreads: number;
 }
 
-interface StepSessions {
-  readonly step: ManifestStep;
-  /** Index of this step's layer in `dynamicLayers`. */
-  readonly layerIndex: number;
-  readonly byBits: ReadonlyMap<number, Session>;
-}
+/** One graph (static), or stem + body (dynamic). */
+type Sessions = { readonly model: Session } | { readonly stem: Session; readonly body: Session };
 
 export class OrtEngine implements Engine {
   readonly manifest: Manifest;
@@ -31,19 +29,15 @@ export class OrtEngine implements Engine {
   /** In-process: it lives and dies with its thread (WorkerEngine watches the threads). */
   readonly healthy = true;
   private readonly layout: EngineLayout;
-  private readonly stem: Session;
-  private readonly steps: readonly StepSessions[];
-  private readonly head: Session;
+  private readonly sessions: Sessions;
 
-  private constructor(manifest: Manifest, layout: EngineLayout, stem: Session, steps: StepSessions[], head: Session) {
+  private constructor(manifest: Manifest, layout: EngineLayout, sessions: Sessions) {
     this.manifest = manifest;
     this.layout = layout;
     this.dynamicLayers = layout.dynamicLayers;
     this.candidates = layout.candidates;
     this.sampleSize = layout.sampleSize;
-    this.stem = stem;
-    this.steps = steps;
-    this.head = head;
+    this.sessions = sessions;
   }
 
   static async load(dir: string, manifest: Manifest, options: OrtEngineOptions): Promise<OrtEngine> {
@@ -54,8 +48,7 @@ export class OrtEngine implements Engine {
       executionMode: 'sequential',
       intraOpNumThreads: options.intraOpNumThreads,
       interOpNumThreads: options.interOpNumThreads,
-      // Every session owns its thread pool; with spinning on, the pools of the ~40 sessions of a bundle spin
-      // against each other and against sharp (measured: 2 intra-op threads fell from 85 to 5 images/s).
+      // Spinning threads would compete with sharp and HTTP for the same cores between batches.
       extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
     };
     const open = async (file: string): Promise<Session> => {
@@ -65,112 +58,69 @@ export class OrtEngine implements Engine {
         throw new DqError('DQ_ERR_BUNDLE_INVALID', `cannot load ${file}: ${(err as Error).message}`, { cause: err });
       }
     };
-    const stem = await open(manifest.graph.stem.file);
-    const steps: StepSessions[] = [];
-    for (const step of manifest.graph.steps) {
-      const byBits = new Map<number, Session>();
-      for (const [bits, file] of Object.entries(step.files)) byBits.set(Number(bits), await open(file));
-      steps.push({ step, layerIndex: layout.dynamicLayers.indexOf(step.layer), byBits });
-    }
-    const head = await open(manifest.graph.head.file);
-    return new OrtEngine(manifest, layout, stem, steps, head);
+    const g = manifest.graph;
+    const sessions: Sessions = 'model' in g ? { model: await open(g.model.file) } : { stem: await open(g.stem.file), body: await open(g.body.file) };
+    return new OrtEngine(manifest, layout, sessions);
   }
 
-  async infer(input: Float32Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
+  infer(input: Uint8Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
+    return this.run(input, batchSize, (logits, lowered) => this.layout.plan(logits, batchSize, options, lowered));
+  }
+
+  /** Runs the batch with the plan `choose` makes from the controller logits (null when static). */
+  private async run(input: Uint8Array, batchSize: number,
+    choose: (controllerLogits: Float32Array | null, lowered: boolean[]) => number[][]): Promise<BatchOutput> {
     const [h, w] = this.manifest.input.size;
-    const t0 = performance.now();
-    const stemOut = await this.stem.run({
-      [this.stem.inputNames[0] as string]: new ort.Tensor('float32', input, [batchSize, this.manifest.input.channels, h, w]),
-    });
-    const tensors = new Map<string, HostTensor>();
-    for (const [name, value] of Object.entries(stemOut)) tensors.set(name, toHost(value as ort.Tensor));
-    const logits = tensors.get('controller_logits')?.data ?? null;
+    const image = new ort.Tensor('uint8', input, [batchSize, h, w, 3]);
     const lowered = new Array<boolean>(batchSize).fill(false);
-    const plans = this.layout.plan(logits, batchSize, options, lowered);
-    const t1 = performance.now();
-
-    for (const s of this.steps) tensors.set(s.step.output, await this.runStep(s, tensors, plans, batchSize));
+    const t0 = performance.now();
+    let logits: Float32Array, plans: number[][], t1: number;
+    if ('model' in this.sessions) {
+      t1 = t0;
+      plans = choose(null, lowered);
+      logits = floats(await this.sessions.model.run({ image }), 'logits');
+    } else {
+      const stem = await this.sessions.stem.run({ image });
+      plans = choose(floats(stem, 'controller_logits'), lowered);
+      t1 = performance.now();
+      const feeds: Record<string, ort.Tensor> = { z: tensor(stem, 'z'), sc: tensor(stem, 'sc') };
+      for (const [name, t] of bodyIndices(plans, this.layout.blocks, this.layout.candidates[0] as number[])) {
+        feeds[name] = new ort.Tensor('int64', t.data, t.dims);
+      }
+      logits = floats(await this.sessions.body.run(feeds), 'logits');
+    }
     const t2 = performance.now();
-
-    const headIn = tensors.get(this.manifest.graph.head.input);
-    if (!headIn) throw new DqError('DQ_ERR_ENGINE_FAILED', `head input ${this.manifest.graph.head.input} was never produced`);
-    const headOut = await this.head.run({ [this.head.inputNames[0] as string]: toOrt(headIn) });
-    const out = toHost((headOut['logits'] ?? headOut[this.head.outputNames[0] as string]) as ort.Tensor);
-    const t3 = performance.now();
-
-    const classes = out.data.length / batchSize;
+    const classes = logits.length / batchSize;
     const samples: SampleResult[] = [];
     for (let n = 0; n < batchSize; n++) {
-      samples.push({ logits: out.data.slice(n * classes, (n + 1) * classes), bits: plans[n] as number[], budgetLowered: lowered[n] as boolean });
+      samples.push({ logits: logits.slice(n * classes, (n + 1) * classes), bits: plans[n] as number[], budgetLowered: lowered[n] as boolean });
     }
-    return { samples, timing: { controllerMs: t1 - t0, layersMs: t2 - t1, headMs: t3 - t2 } };
+    return { samples, timing: { controllerMs: t1 - t0, layersMs: t2 - t1 } };
   }
 
-  /** Group the batch by this layer's chosen bits, run each group through its session, scatter back. */
-  private async runStep(s: StepSessions, tensors: Map<string, HostTensor>, plans: number[][], batchSize: number): Promise<HostTensor> {
-    const x = tensors.get(s.step.inputs.x);
-    const residual = s.step.inputs.residual === undefined ? undefined : tensors.get(s.step.inputs.residual);
-    if (!x || (s.step.inputs.residual !== undefined && !residual)) {
-      throw new DqError('DQ_ERR_ENGINE_FAILED', `inputs of step ${s.step.layer} were never produced`);
-    }
-    const groups = new Map<number, number[]>();
-    for (let n = 0; n < batchSize; n++) {
-      const b = (plans[n] as number[])[s.layerIndex] as number;
-      let g = groups.get(b);
-      if (!g) groups.set(b, (g = []));
-      g.push(n);
-    }
-    if (groups.size === 1) {
-      const bits = groups.keys().next().value as number;
-      return this.runSession(s, bits, x, residual);
-    }
-    let out: HostTensor | undefined;
-    for (const [bits, rows] of groups) {
-      const y = await this.runSession(s, bits, gatherRows(x, rows), residual && gatherRows(residual, rows));
-      if (!out) out = { data: new Float32Array((y.data.length / rows.length) * batchSize), dims: [batchSize, ...y.dims.slice(1)] };
-      scatterRows(y, rows, out);
-    }
-    return out as HostTensor;
-  }
-
-  private async runSession(s: StepSessions, bits: number, x: HostTensor, residual: HostTensor | undefined): Promise<HostTensor> {
-    const session = s.byBits.get(bits);
-    if (!session) throw new DqError('DQ_ERR_ENGINE_FAILED', `layer ${s.step.layer} has no ${bits}-bit session`);
-    const feeds: Record<string, ort.Tensor> = {};
-    const names = session.inputNames;
-    feeds[names.includes('x') ? 'x' : (names[0] as string)] = toOrt(x);
-    if (residual) feeds[names.includes('residual') ? 'residual' : (names[1] as string)] = toOrt(residual);
-    const result = await session.run(feeds);
-    return toHost((result['y'] ?? result[session.outputNames[0] as string]) as ort.Tensor);
-  }
-
+  /** Runs every node once: every (conv1, conv2) pair of candidates in every block, at batch 1 and in one mixed batch. */
   async warmup(): Promise<void> {
-    const zeros = new Float32Array(this.sampleSize * 2);
-    const bitsSet = new Set(this.candidates.flat());
-    if (this.layout.controller === null) {
-      await this.infer(zeros, 2, [{ knob: 0, precision: null }, { knob: 0, precision: null }]);
-      return;
-    }
-    // Every candidate on every layer, at batch 1 and 2, then one mixed batch (gather/scatter path).
-    for (const b of bitsSet) {
-      await this.infer(zeros.subarray(0, this.sampleSize), 1, [{ knob: 0, precision: b }]);
-      await this.infer(zeros, 2, [{ knob: 0, precision: b }, { knob: 0, precision: b }]);
-    }
-    const [lo, hi] = [Math.min(...bitsSet), Math.max(...bitsSet)];
-    await this.infer(zeros, 2, [{ knob: 0, precision: lo }, { knob: 0, precision: hi }]);
+    const cands = this.layout.candidates[0] as number[];
+    const pairs = cands.flatMap((b2) => cands.map((b1) => [b1, b2] as const));
+    const plan = (k: number) => this.dynamicLayers.map((_, l) => (pairs[k % pairs.length] as readonly number[])[l % 2] as number);
+    const zeros = new Uint8Array(this.sampleSize * pairs.length);
+    await this.run(zeros.subarray(0, this.sampleSize), 1, () => [plan(0)]);
+    await this.run(zeros, pairs.length, () => pairs.map((_, k) => plan(k)));
   }
 
   async close(): Promise<void> {
-    const all = [this.stem, this.head, ...this.steps.flatMap((s) => [...s.byBits.values()])];
-    await Promise.allSettled(all.map((s) => s.release()));
+    await Promise.allSettled(Object.values(this.sessions).map((s: Session) => s.release()));
   }
 }
 
-function toHost(t: ort.Tensor): HostTensor {
-  if (t.type !== 'float32') throw new DqError('DQ_ERR_ENGINE_FAILED', `expected a float32 tensor, got ${t.type}`);
-  return { data: t.data as Float32Array, dims: t.dims };
+function tensor(out: ort.InferenceSession.ReturnType, name: string): ort.Tensor {
+  const t = out[name];
+  if (!t) throw new DqError('DQ_ERR_ENGINE_FAILED', `the graph gave no ${name}`);
+  return t;
 }
 
-function toOrt(t: HostTensor): ort.Tensor {
-  return new ort.Tensor('float32', t.data, t.dims);
+function floats(out: ort.InferenceSession.ReturnType, name: string): Float32Array {
+  const t = tensor(out, name);
+  if (t.type !== 'float32') throw new DqError('DQ_ERR_ENGINE_FAILED', `${name} is ${t.type}, expected float32`);
+  return t.data as Float32Array;
 }

@@ -9,7 +9,7 @@ import { OrtEngine, type OrtEngineOptions } from './ort-engine.js';
 export type WorkerRequest =
   | { id: number; type: 'load'; dir: string; manifest: Manifest; options: OrtEngineOptions }
   | { id: number; type: 'warmup' }
-  | { id: number; type: 'infer'; input: Float32Array; batchSize: number; options: SampleOptions[] }
+  | { id: number; type: 'infer'; input: Uint8Array; batchSize: number; options: SampleOptions[] }
   | { id: number; type: 'close' };
 
 export type WorkerReply = { id: number; ok: true; value?: unknown } | { id: number; ok: false; error: { message: string; code?: string } };

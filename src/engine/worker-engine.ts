@@ -154,7 +154,7 @@ export class WorkerEngine implements Engine {
     return this.workers.some((w) => w.alive);
   }
 
-  async infer(input: Float32Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
+  async infer(input: Uint8Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
     const live = this.workers.filter((w) => w.alive);
     if (live.length === 0) throw new DqError('DQ_ERR_MODEL_NOT_READY', 'engine restarting after a worker exited');
     const w = live.reduce((a, b) => (b.busy < a.busy ? b : a));

@@ -156,13 +156,13 @@ export class PrometheusRecorder implements InferenceRecorder {
     const l = labels(model, version);
     m.batchSize.labels(l).observe(batchSize);
     m.phaseDuration.labels({ ...l, phase: 'controller' }).observe(timing.controllerMs / 1000);
-    m.phaseDuration.labels({ ...l, phase: 'layers' }).observe((timing.layersMs + timing.headMs) / 1000);
+    m.phaseDuration.labels({ ...l, phase: 'layers' }).observe(timing.layersMs / 1000);
     m.triton?.execCount.labels(l).inc();
     const s = this.entry(model, version);
     s.execution_count++;
     let b = s.batches.get(batchSize);
     if (!b) s.batches.set(batchSize, (b = { compute_infer: zero() }));
-    add(b.compute_infer, timing.controllerMs + timing.layersMs + timing.headMs);
+    add(b.compute_infer, timing.controllerMs + timing.layersMs);
   }
 
   onBudget(model: string, version: number, event: BudgetEvent): void {

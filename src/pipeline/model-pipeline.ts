@@ -203,7 +203,7 @@ export class ModelPipeline {
           preprocessMs: preprocessed - start,
           queueMs: b.queueMs,
           controllerMs: b.timing.controllerMs,
-          layersMs: b.timing.layersMs + b.timing.headMs,
+          layersMs: b.timing.layersMs,
           totalMs: end - start,
         },
       };

@@ -1,6 +1,6 @@
-// Encoded image -> normalised float32 CHW, exactly as manifest.input says (the evaluation transform
-// used by `training evaluate`): EXIF orientation, sRGB, alpha flattened on white, resize the shorter side,
-// center crop, /scale, -mean, /std.
+// Encoded image -> uint8 RGB HWC at the model's size, as manifest.input says (the evaluation transform used by
+// `training evaluate`): EXIF orientation, sRGB, alpha flattened on white, resize the shorter side, center crop.
+// The model's graph normalises the pixels itself (/scale, -mean, /std), so they travel as bytes.
 import { imageSize } from 'image-size';
 import sharp, { type KernelEnum } from 'sharp';
 import { DqError } from '../errors.js';
@@ -151,35 +151,7 @@ function checkSize(img: Rgb8, spec: InputSpec): Rgb8 {
   return img;
 }
 
-/**
- * HWC uint8 -> CHW float32: (px / scale - mean[c]) / std[c], each step rounded to float32 as torchvision's
- * ToTensor + Normalize do, through a 256-entry table per channel. Writes into `out` when given.
- */
-export function normalise(img: Rgb8, spec: InputSpec, out = new Float32Array(3 * img.width * img.height)): Float32Array {
-  const plane = img.width * img.height;
-  const lut = normaliseTable(spec);
-  for (let c = 0; c < 3; c++) {
-    const base = c * plane;
-    const off = c * 256;
-    for (let i = 0; i < plane; i++) out[base + i] = lut[off + (img.data[i * 3 + c] as number)] as number;
-  }
-  return out;
-}
-
-const tables = new WeakMap<InputSpec, Float32Array>();
-function normaliseTable(spec: InputSpec): Float32Array {
-  let t = tables.get(spec);
-  if (!t) {
-    const f = Math.fround;
-    t = new Float32Array(3 * 256);
-    for (let c = 0; c < 3; c++) {
-      for (let v = 0; v < 256; v++) t[c * 256 + v] = f(f(f(v / spec.scale) - f(spec.mean[c] as number)) / f(spec.std[c] as number));
-    }
-    tables.set(spec, t);
-  }
-  return t;
-}
-
-export async function preprocess(image: Buffer, spec: InputSpec, limits: PreprocessLimits): Promise<Float32Array> {
-  return normalise(await fitToInput(await decodeRgb(image, limits, spec), spec, limits), spec);
+/** The model's input for one image: height × width × 3 bytes, RGB, row-major (NHWC without the N). */
+export async function preprocess(image: Buffer, spec: InputSpec, limits: PreprocessLimits): Promise<Uint8Array> {
+  return (await fitToInput(await decodeRgb(image, limits, spec), spec, limits)).data;
 }

@@ -5,7 +5,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { DqError } from '../errors.js';
-import { ManifestSchema, type Manifest } from './manifest.js';
+import { FORMAT_VERSION, graphFiles, ManifestSchema, type Manifest } from './manifest.js';
 
 export interface Bundle {
   readonly dir: string;
@@ -41,13 +41,17 @@ export async function loadBundle(dir: string, options: { verifyChecksums: boolea
   } catch (err) {
     throw new DqError('DQ_ERR_BUNDLE_INVALID', `${dir}/manifest.json: ${(err as Error).message}`, { cause: err });
   }
+  const version = (parsed as { format_version?: unknown } | null)?.format_version;
+  if (typeof version === 'number' && version !== FORMAT_VERSION) {
+    throw new DqError('DQ_ERR_BUNDLE_INVALID', `${dir}: bundle format ${version} is not served by this server (format ${FORMAT_VERSION})` +
+      (version === 1 ? `; re-export it: python3 -m training export --from-bundle ${dir} --name <name> --version <n>` : ''));
+  }
   if (!Value.Check(ManifestSchema, parsed)) {
     const problems = [...Value.Errors(ManifestSchema, parsed)].slice(0, 5).map((e) => `${e.path || '/'}: ${e.message}`);
     throw new DqError('DQ_ERR_BUNDLE_INVALID', `${dir}/manifest.json: ${problems.join('; ')}`);
   }
   const manifest = parsed;
-  const referenced = [manifest.graph.stem.file, manifest.graph.head.file, ...manifest.graph.steps.flatMap((s) => Object.values(s.files))];
-  for (const file of referenced) {
+  for (const file of graphFiles(manifest.graph)) {
     if (!(file in manifest.files)) throw new DqError('DQ_ERR_BUNDLE_INVALID', `${file} is used by graph but has no sha256 in files`);
   }
   for (const file of Object.keys(manifest.files)) {

@@ -2,6 +2,9 @@
 // Unknown keys are allowed: training may add provenance without a server release.
 import { Type, type Static } from '@sinclair/typebox';
 
+/** The bundle format this server reads: 2 = int8 graphs on uint8 NHWC images (1 = float steps, no longer served). */
+export const FORMAT_VERSION = 2;
+
 const Shape = Type.Array(Type.Integer({ minimum: 0 }));
 const Num = Type.Number();
 
@@ -15,16 +18,24 @@ export const LayerSchema = Type.Object({
   macs: Type.Number({ minimum: 0 }),
 });
 
-export const StepSchema = Type.Object({
-  layer: Type.String({ minLength: 1 }),
-  inputs: Type.Object({ x: Type.String(), residual: Type.Optional(Type.String()) }),
-  output: Type.String({ minLength: 1 }),
-  files: Type.Record(Type.String({ pattern: '^[0-9]+$' }), Type.String({ minLength: 1 })),
-});
+const File = Type.Object({ file: Type.String({ minLength: 1 }) });
+
+/** A static bundle is one graph; a dynamic one a stem (with the controller) and a body fed the bit plan. */
+export const GraphSchema = Type.Union([
+  Type.Object({ model: File }),
+  Type.Object({
+    stem: File,
+    body: Type.Object({
+      file: Type.String({ minLength: 1 }),
+      /** The body's dynamic blocks in order: [conv1 layer, conv2 layer] (docs/model-bundle.md, "body.onnx"). */
+      blocks: Type.Array(Type.Tuple([Type.String({ minLength: 1 }), Type.String({ minLength: 1 })]), { minItems: 1 }),
+    }),
+  }),
+]);
 
 export const ManifestSchema = Type.Object({
   format: Type.Literal('dqserve-bundle'),
-  format_version: Type.Literal(1),
+  format_version: Type.Literal(FORMAT_VERSION),
   name: Type.String({ minLength: 1 }),
   version: Type.Integer({ minimum: 1 }),
   created: Type.Optional(Type.String()),
@@ -33,8 +44,8 @@ export const ManifestSchema = Type.Object({
   input: Type.Object({
     channels: Type.Literal(3),
     color: Type.Literal('RGB'),
-    layout: Type.Literal('NCHW'),
-    dtype: Type.Literal('float32'),
+    layout: Type.Literal('NHWC'),
+    dtype: Type.Literal('uint8'),
     size: Type.Tuple([Type.Integer({ minimum: 1 }), Type.Integer({ minimum: 1 })]),
     scale: Type.Number({ exclusiveMinimum: 0 }),
     mean: Type.Tuple([Num, Num, Num]),
@@ -69,11 +80,7 @@ export const ManifestSchema = Type.Object({
       Type.Null(),
     ]),
   ),
-  graph: Type.Object({
-    stem: Type.Object({ file: Type.String({ minLength: 1 }) }),
-    steps: Type.Array(StepSchema),
-    head: Type.Object({ input: Type.String(), file: Type.String({ minLength: 1 }) }),
-  }),
+  graph: GraphSchema,
   bitflops: Type.Object({
     definition: Type.Optional(Type.String()),
     fixed: Num,
@@ -92,4 +99,9 @@ export const ManifestSchema = Type.Object({
 
 export type Manifest = Static<typeof ManifestSchema>;
 export type ManifestLayer = Static<typeof LayerSchema>;
-export type ManifestStep = Static<typeof StepSchema>;
+export type ManifestGraph = Static<typeof GraphSchema>;
+
+/** The ONNX files a manifest's graph names. */
+export function graphFiles(graph: ManifestGraph): string[] {
+  return 'model' in graph ? [graph.model.file] : [graph.stem.file, graph.body.file];
+}

@@ -8,7 +8,7 @@ const opts = { maxBatchSize: 8, maxQueueDelayMicroseconds: 5000, maxQueueSize: 6
 const dyn = { knob: 0, precision: null };
 
 /** One single-image request. */
-const one = (b: DynamicBatcher, x: Float32Array, o: SampleOptions, timeoutMs: number, signal?: AbortSignal) =>
+const one = (b: DynamicBatcher, x: Uint8Array, o: SampleOptions, timeoutMs: number, signal?: AbortSignal) =>
   b.submit([x], o, timeoutMs, signal).then(([r]) => r!);
 
 /** An engine whose first batch fails with a plain Error, then works. */
@@ -19,8 +19,8 @@ function failingOnce(engine: FakeEngine): FakeEngine {
   });
 }
 
-function samples(engine: FakeEngine, n: number): Float32Array[] {
-  return Array.from({ length: n }, (_, i) => Float32Array.from({ length: engine.sampleSize }, (_, j) => Math.sin(i * 31 + j) * 2));
+function samples(engine: FakeEngine, n: number): Uint8Array[] {
+  return Array.from({ length: n }, (_, i) => Uint8Array.from({ length: engine.sampleSize }, (_, j) => 128 + Math.round(127 * Math.sin(i * 31 + j))));
 }
 
 describe('DynamicBatcher', () => {

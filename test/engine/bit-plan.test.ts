@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { chooseBits, type ControllerSpec } from '../../src/engine/bit-plan.js';
-import { gatherRows, scatterRows } from '../../src/engine/host-tensor.js';
 
 const spec: ControllerSpec = { layers: ['a', 'b'], candidates: [3, 4, 5], cost: [[0.5, 1, 2], [0.5, 1, 2]] };
 const dyn = { knob: 0, precision: null };
@@ -36,19 +35,6 @@ describe('chooseBits', () => {
 
   it('rejects logits of the wrong size', () => {
     expect(() => chooseBits(new Float32Array(5), 1, spec, [dyn])).toThrow(RangeError);
-  });
-});
-
-describe('host tensors', () => {
-  it('gather then scatter restores the rows', () => {
-    const t = { data: Float32Array.from({ length: 12 }, (_, i) => i), dims: [4, 3] };
-    const g = gatherRows(t, [3, 1]);
-    expect(Array.from(g.data)).toEqual([9, 10, 11, 3, 4, 5]);
-    expect(g.dims).toEqual([2, 3]);
-    const into = { data: new Float32Array(12), dims: [4, 3] };
-    scatterRows(g, [3, 1], into);
-    scatterRows(gatherRows(t, [0, 2]), [0, 2], into);
-    expect(Array.from(into.data)).toEqual(Array.from(t.data));
   });
 });
 

@@ -5,25 +5,24 @@ import { fakeManifest } from '../../src/engine/fake-manifest.js';
 import { ModelPipeline } from '../../src/pipeline/model-pipeline.js';
 import type { Manifest } from '../../src/repository/manifest.js';
 
-/** The fake manifest as a static bundle: no controller, one file per step (4 bits). */
+/** The fake manifest as a static bundle: no controller, one graph, every dynamic layer at 4 bits. */
 function staticManifest(): Manifest {
   const m = fakeManifest();
-  return {
-    ...m,
-    kind: 'static',
-    controller: null,
-    graph: { ...m.graph, steps: m.graph.steps.map((s) => ({ ...s, files: { '4': s.files['4'] as string } })) },
-  };
+  return { ...m, kind: 'static', controller: null, bits: { ...m.bits, candidates: [4] }, graph: { model: { file: 'model.onnx' } } };
 }
 
 describe('engine layout', () => {
-  it('a dynamic bundle: controller order, all candidates per layer', () => {
+  it('a dynamic bundle: controller order, all candidates per layer, body blocks as layer index pairs', () => {
     const l = engineLayout(fakeManifest());
     expect(l.candidates.every((c) => c.join() === '3,4,5')).toBe(true);
     expect(l.controller).not.toBeNull();
+    expect(l.blocks).toEqual([
+      [0, 1],
+      [2, 3],
+    ]);
   });
 
-  it('a static bundle: one bit-width per layer from its step file, no controller needed', () => {
+  it('a static bundle: its one bit-width on every dynamic layer, no controller needed', () => {
     const l = engineLayout(staticManifest());
     expect(l.controller).toBeNull();
     expect(l.plan(null, 2, [])).toEqual([
@@ -32,10 +31,23 @@ describe('engine layout', () => {
     ]);
   });
 
-  it('refuses a dynamic bundle whose step lacks a candidate file', () => {
+  it('refuses a dynamic bundle whose body blocks name other layers than its controller', () => {
     const m = fakeManifest();
-    const broken = { ...m, graph: { ...m.graph, steps: [{ ...m.graph.steps[0]!, files: { '3': 'x.onnx' } }, ...m.graph.steps.slice(1)] } };
-    expect(() => engineLayout(broken)).toThrow(expect.objectContaining({ code: 'DQ_ERR_BUNDLE_INVALID' }));
+    const body = { file: 'body.onnx', blocks: [['layer2.0.conv2', 'layer2.0.conv1'], ['layer3.0.conv1', 'layer3.0.conv2']] as [string, string][] };
+    expect(() => engineLayout({ ...m, graph: { stem: { file: 'stem.onnx' }, body } })).toThrow(
+      expect.objectContaining({ code: 'DQ_ERR_BUNDLE_INVALID', detail: expect.stringMatching(/body.blocks/) }),
+    );
+  });
+
+  it('refuses candidates out of ascending order (the budget rule steps down by index)', () => {
+    const m = fakeManifest();
+    const broken = { ...m, controller: { ...m.controller!, candidates: [4, 3, 5] } };
+    expect(() => engineLayout(broken)).toThrow(expect.objectContaining({ code: 'DQ_ERR_BUNDLE_INVALID', detail: expect.stringMatching(/ascending/) }));
+  });
+
+  it('refuses a dynamic bundle laid out as one graph', () => {
+    const m = fakeManifest();
+    expect(() => engineLayout({ ...m, graph: { model: { file: 'model.onnx' } } })).toThrow(expect.objectContaining({ code: 'DQ_ERR_BUNDLE_INVALID' }));
   });
 
   it('a static model accepts only its own precision', async () => {

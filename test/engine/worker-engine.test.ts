@@ -29,7 +29,7 @@ async function until(cond: () => boolean, ms = 60_000): Promise<void> {
 
 describe.skipIf(!hasDynamicBundle)('WorkerEngine restarts a worker that exited', () => {
   let manifest: Manifest;
-  const sample = () => new Float32Array(3 * 32 * 32).map((_, i) => Math.sin(i));
+  const sample = () => new Uint8Array(3 * 32 * 32).map((_, i) => 128 + 100 * Math.sin(i));
   const run = (e: WorkerEngine) => e.infer(sample(), 1, [{ knob: 0, precision: null }]);
 
   it('fails its batch, refuses work while no worker is left, then serves again from a fresh worker', async () => {
