@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { bodyIndices, orderInput, rowsInput } from '../../src/engine/dispatch.js';
+import { bodyIndices, orderInput, rowsInput, splitInput } from '../../src/engine/dispatch.js';
 
 const cands = [3, 4, 5];
-const rows = (m: ReturnType<typeof bodyIndices>, name: string) => Array.from(m.get(name)?.data ?? [], Number);
+const values = (m: ReturnType<typeof bodyIndices>, name: string) => Array.from(m.get(name)?.data ?? [], Number);
 
 describe('bodyIndices (the body graph index inputs)', () => {
   // Sample n, layers [block0.conv1, block0.conv2, block1.conv1, block1.conv2].
   const plans = [
-    [3, 3, 5, 4],
+    [3, 4, 5, 4],
     [5, 4, 3, 3],
     [3, 3, 3, 3],
     [4, 5, 5, 4],
@@ -16,21 +16,29 @@ describe('bodyIndices (the body graph index inputs)', () => {
   const blocks = [[0, 1], [2, 3]] as const;
   const m = bodyIndices(plans, blocks, cands);
 
-  it('has one rows input per (conv1, conv2) pair of each block and one order per block', () => {
-    expect(m.size).toBe(2 * (9 + 1));
-    expect(rows(m, rowsInput(0, 3, 3))).toEqual([0, 2]);
-    expect(rows(m, rowsInput(0, 5, 4))).toEqual([1, 4]);
-    expect(rows(m, rowsInput(0, 4, 5))).toEqual([3]);
-    expect(rows(m, rowsInput(0, 3, 5))).toEqual([]);
-    expect(m.get(rowsInput(0, 3, 5))?.dims).toEqual([0]);
-    expect(rows(m, rowsInput(1, 5, 4))).toEqual([0, 3]);
+  it('lists each conv1 group ordered by conv2 bits, with the split sizes per conv2 bit-width', () => {
+    expect(m.size).toBe(2 * (2 * 3 + 1));
+    expect(values(m, rowsInput(0, 3))).toEqual([2, 0]); // sample 2 chose (3,3), sample 0 (3,4)
+    expect(values(m, splitInput(0, 3))).toEqual([1, 1, 0]);
+    expect(values(m, rowsInput(0, 5))).toEqual([1, 4]);
+    expect(values(m, splitInput(0, 5))).toEqual([0, 2, 0]);
+    expect(values(m, rowsInput(0, 4))).toEqual([3]);
+    expect(values(m, rowsInput(1, 5))).toEqual([0, 3]);
+    expect(m.get(rowsInput(1, 4))?.dims).toEqual([1]);
+    expect(m.get(splitInput(1, 4))?.dims).toEqual([3]);
   });
 
   it("order.j puts every sample back at its batch row after the graph's concatenation", () => {
     for (const j of [0, 1]) {
-      // the graph concatenates for b2 in candidates, for b1 in candidates
-      const concat = cands.flatMap((b2) => cands.flatMap((b1) => rows(m, rowsInput(j, b1, b2))));
-      const order = rows(m, orderInput(j));
+      // the graph splits each conv1 group by conv2 bits and concatenates for b2 in candidates, for b1 in candidates
+      const part = (b1: number, k2: number) => {
+        const rows = values(m, rowsInput(j, b1));
+        const sizes = values(m, splitInput(j, b1));
+        const start = sizes.slice(0, k2).reduce((a, b) => a + b, 0);
+        return rows.slice(start, start + (sizes[k2] as number));
+      };
+      const concat = cands.flatMap((_, k2) => cands.flatMap((b1) => part(b1, k2)));
+      const order = values(m, orderInput(j));
       expect(order.map((pos) => concat[pos])).toEqual([0, 1, 2, 3, 4]);
     }
   });
