@@ -20,7 +20,7 @@ export const ConfigSchema = Type.Object({
   maxBatchSize: Int(1, 1024, 32, 'largest batch the dynamic batcher forms (images)'),
   maxQueueDelayMicroseconds: Int(0, 10_000_000, 2000, 'longest a request waits for a batch to fill (µs)'),
   maxQueueSize: Int(1, 1_000_000, 512, 'images waiting in the queue before new requests get 503'),
-  instanceCount: Int(1, 16, 1, 'batches that may run at once (Triton instance_group count)'),
+  instanceCount: Int(1, 16, 2, 'batches that may run at once (Triton instance_group count), one worker thread each'),
   requestTimeoutMs: Int(1, MAX_REQUEST_TIMEOUT_MS, 30_000, 'longest a request may wait in the queue (ms)'),
   intraOpNumThreads: Int(1, 64, 1, 'onnxruntime intra-op threads per session'),
   interOpNumThreads: Int(1, 64, 1, 'onnxruntime inter-op threads per session'),
@@ -39,6 +39,10 @@ export const ConfigSchema = Type.Object({
     Type.Number({ exclusiveMinimum: 0, description: 'server-wide target mean Bit-FLOPs per image: a feedback controller moves the knob λ (needs the bundle\'s calibration table)' }),
   ),
   targetWindowImages: Int(8, 100_000, 256, 'the target controller\'s time constant and running-mean window (images)'),
+  logRequests: Type.Boolean({
+    default: false,
+    description: "log every request and response (fastify's access log) at info level; failures are logged either way",
+  }),
   logLevel: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
     default: 'info',
     description: 'pino log level',

@@ -47,6 +47,7 @@ export class PrometheusRecorder implements InferenceRecorder {
   readonly metrics: Metrics;
   private readonly stats = new Map<string, ModelStats>();
   private sources: readonly ScrapeSource[] = [];
+  private readonly children = new Map<object, Map<string, unknown>>();
 
   constructor(options: MetricsOptions) {
     this.metrics = defineMetrics(options);
@@ -58,11 +59,11 @@ export class PrometheusRecorder implements InferenceRecorder {
     const m = this.metrics;
     for (const s of sources) {
       const l = labels(s.name, s.version);
-      m.requests.labels({ ...l, outcome: 'success', reason: 'ok' }).inc(0);
-      m.inferences.labels(l).inc(0);
-      m.bitflops.labels(l).inc(0);
-      m.bitflopsReference.labels(l).inc(0);
-      m.engineRestarts.labels(l).inc(0); // present at 0, so that an alert on increase() sees the first restart
+      this.at(m.requests, { ...l, outcome: 'success', reason: 'ok' }).inc(0);
+      this.at(m.inferences, l).inc(0);
+      this.at(m.bitflops, l).inc(0);
+      this.at(m.bitflopsReference, l).inc(0);
+      this.at(m.engineRestarts, l).inc(0); // present at 0, so that an alert on increase() sees the first restart
       this.entry(s.name, s.version);
     }
   }
@@ -72,15 +73,15 @@ export class PrometheusRecorder implements InferenceRecorder {
     const m = this.metrics;
     for (const s of this.sources) {
       const l = labels(s.name, s.version);
-      m.pending.labels(l).set(s.pending);
+      this.at(m.pending, l).set(s.pending);
       m.triton?.pending.labels(l).set(s.pending);
       const st = this.stats.get(key(s.name, s.version));
-      if (st && st.bitflops_reference > 0) m.savingsRatio.labels(l).set(1 - st.bitflops / st.bitflops_reference);
+      if (st && st.bitflops_reference > 0) this.at(m.savingsRatio, l).set(1 - st.bitflops / st.bitflops_reference);
       const t = s.targetState;
       if (t) {
-        m.targetBitflops.labels(l).set(t.target);
-        m.targetKnob.labels(l).set(t.knob);
-        m.targetMean.labels(l).set(t.runningMean);
+        this.at(m.targetBitflops, l).set(t.target);
+        this.at(m.targetKnob, l).set(t.knob);
+        this.at(m.targetMean, l).set(t.runningMean);
       }
     }
     return { contentType: m.registry.contentType, body: await m.registry.metrics() };
@@ -94,21 +95,25 @@ export class PrometheusRecorder implements InferenceRecorder {
 
   /** One HTTP response sent (any route, metrics included). */
   onHttpResponse(method: string, route: string | undefined, statusCode: number, seconds: number): void {
-    this.metrics.http.labels({ method, route: route ?? 'unmatched', status_code: String(statusCode) }).observe(seconds);
+    this.at(this.metrics.http, { method, route: route ?? 'unmatched', status_code: String(statusCode) }).observe(seconds);
   }
 
   onResult(model: string, version: number, r: ClassifyResult): void {
     const m = this.metrics;
     const l = labels(model, version);
-    m.inferences.labels(l).inc();
-    m.bitflops.labels(l).inc(r.bitflops);
-    m.bitflopsReference.labels(l).inc(r.bitflopsReference);
-    m.imageBitflops.labels(l).observe(r.bitflops);
-    m.imageMeanBits.labels(l).observe(r.meanBits);
+    this.at(m.inferences, l).inc();
+    this.at(m.bitflops, l).inc(r.bitflops);
+    this.at(m.bitflopsReference, l).inc(r.bitflopsReference);
+    this.at(m.imageBitflops, l).observe(r.bitflops);
+    this.at(m.imageMeanBits, l).observe(r.meanBits);
     const layers = this.sources.find((s) => s.name === model && s.version === version)?.dynamicLayers;
-    r.bits.forEach((b, i) => m.layerBits.labels({ ...l, layer: layers?.[i] ?? String(i), bits: String(b) }).inc());
+    const perModel = key(model, version);
+    for (let i = 0; i < r.bits.length; i++) {
+      const b = r.bits[i] as number;
+      this.at(m.layerBits, `${perModel}\u0000${i}\u0000${b}`, () => ({ ...l, layer: layers?.[i] ?? String(i), bits: String(b) })).inc();
+    }
     if (r.budgetLowered) this.onBudget(model, version, 'lowered');
-    m.triton?.count.labels(l).inc();
+    if (m.triton) this.at(m.triton.count, l).inc();
     const s = this.entry(model, version);
     s.inference_count++;
     s.bitflops += r.bitflops;
@@ -119,14 +124,14 @@ export class PrometheusRecorder implements InferenceRecorder {
   onSuccess(model: string, version: number, results: readonly ClassifyResult[], durationMs: number): void {
     const m = this.metrics;
     const l = labels(model, version);
-    m.requests.labels({ ...l, outcome: 'success', reason: 'ok' }).inc();
-    m.requestDuration.labels(l).observe(durationMs / 1000);
+    this.at(m.requests, { ...l, outcome: 'success', reason: 'ok' }).inc();
+    this.at(m.requestDuration, l).observe(durationMs / 1000);
     // Triton's per-request split: queue and compute_infer of the request's slowest image; input = preprocess.
     const preprocess = results[0]?.timing.preprocessMs ?? 0;
     const queue = Math.max(0, ...results.map((r) => r.timing.queueMs));
     const infer = Math.max(0, ...results.map((r) => r.timing.controllerMs + r.timing.layersMs));
     const output = Math.max(0, durationMs - preprocess - queue - infer);
-    m.phaseDuration.labels({ ...l, phase: 'preprocess' }).observe(preprocess / 1000);
+    this.at(m.phaseDuration, { ...l, phase: 'preprocess' }).observe(preprocess / 1000);
     const s = this.entry(model, version);
     add(s.success, durationMs);
     add(s.queue, queue);
@@ -135,29 +140,29 @@ export class PrometheusRecorder implements InferenceRecorder {
     add(s.compute_output, output);
     const t = m.triton;
     if (t) {
-      t.success.labels(l).inc();
-      t.requestUs.labels(l).inc(durationMs * 1000);
-      t.queueUs.labels(l).inc(queue * 1000);
-      t.inputUs.labels(l).inc(preprocess * 1000);
-      t.inferUs.labels(l).inc(infer * 1000);
-      t.outputUs.labels(l).inc(output * 1000);
+      this.at(t.success, l).inc();
+      this.at(t.requestUs, l).inc(durationMs * 1000);
+      this.at(t.queueUs, l).inc(queue * 1000);
+      this.at(t.inputUs, l).inc(preprocess * 1000);
+      this.at(t.inferUs, l).inc(infer * 1000);
+      this.at(t.outputUs, l).inc(output * 1000);
     }
   }
 
   onFailure(model: string, version: number, code: string, durationMs: number): void {
     const l = labels(model, version);
-    this.metrics.requests.labels({ ...l, outcome: 'failure', reason: code }).inc();
-    this.metrics.triton?.failure.labels({ ...l, reason: code }).inc();
+    this.at(this.metrics.requests, { ...l, outcome: 'failure', reason: code }).inc();
+    if (this.metrics.triton) this.at(this.metrics.triton.failure, { ...l, reason: code }).inc();
     add(this.entry(model, version).fail, durationMs);
   }
 
   onBatch(model: string, version: number, batchSize: number, timing: StageTiming): void {
     const m = this.metrics;
     const l = labels(model, version);
-    m.batchSize.labels(l).observe(batchSize);
-    m.phaseDuration.labels({ ...l, phase: 'controller' }).observe(timing.controllerMs / 1000);
-    m.phaseDuration.labels({ ...l, phase: 'layers' }).observe(timing.layersMs / 1000);
-    m.triton?.execCount.labels(l).inc();
+    this.at(m.batchSize, l).observe(batchSize);
+    this.at(m.phaseDuration, { ...l, phase: 'controller' }).observe(timing.controllerMs / 1000);
+    this.at(m.phaseDuration, { ...l, phase: 'layers' }).observe(timing.layersMs / 1000);
+    if (m.triton) this.at(m.triton.execCount, l).inc();
     const s = this.entry(model, version);
     s.execution_count++;
     let b = s.batches.get(batchSize);
@@ -166,16 +171,30 @@ export class PrometheusRecorder implements InferenceRecorder {
   }
 
   onBudget(model: string, version: number, event: BudgetEvent): void {
-    this.metrics.budget.labels({ ...labels(model, version), event }).inc();
+    this.at(this.metrics.budget, { ...labels(model, version), event }).inc();
     this.entry(model, version).budget[event]++;
   }
 
   onQueueWait(model: string, version: number, waitMs: number): void {
-    this.metrics.queueDuration.labels(labels(model, version)).observe(waitMs / 1000);
+    this.at(this.metrics.queueDuration, labels(model, version)).observe(waitMs / 1000);
   }
 
   onEngineRestart(model: string, version: number): void {
-    this.metrics.engineRestarts.labels(labels(model, version)).inc();
+    this.at(this.metrics.engineRestarts, labels(model, version)).inc();
+  }
+
+  /**
+   * metric.labels(values), remembered: prom-client validates, sorts and hashes the labels on every call, which
+   * was most of this recorder's cost at a thousand requests a second (a dozen calls per image).
+   */
+  private at<C>(metric: { labels(values: Record<string, string>): C }, values: Record<string, string> | string,
+    make?: () => Record<string, string>): C {
+    let children = this.children.get(metric);
+    if (!children) this.children.set(metric, (children = new Map()));
+    const k = typeof values === 'string' ? values : Object.values(values).join('\u0000');
+    let c = children.get(k) as C | undefined;
+    if (!c) children.set(k, (c = metric.labels(typeof values === 'string' ? (make as () => Record<string, string>)() : values)));
+    return c;
   }
 
   private entry(model: string, version: number): ModelStats {

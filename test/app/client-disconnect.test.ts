@@ -14,7 +14,7 @@ let url: string;
 
 beforeAll(async () => {
   // one image per batch, 2 s each: the first is still running when the clients give up
-  server = await startTestServer({ fakeEngineDelayMs: 2000, maxBatchSize: 1 });
+  server = await startTestServer({ fakeEngineDelayMs: 2000, maxBatchSize: 1, instanceCount: 1 });
   url = server.url;
 });
 afterAll(async () => server.close());
