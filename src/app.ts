@@ -1,6 +1,6 @@
 // buildApp(config, deps): plugins, then routes. No env, no listen: server.ts listens, tests use it too.
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Config } from './config.js';
 import { DqError } from './errors.js';
 import type { ModelRegistry } from './pipeline/model-registry.js';
@@ -39,7 +39,7 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
   const app = Fastify({
     ...loggerOptions,
     // Two JSON lines per request cost a tenth of the event loop at full load (measured); off unless asked for.
-    disableRequestLogging: !config.logRequests,
+    logController: new LogController({ disableRequestLogging: !config.logRequests }),
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     // We answer 503 ourselves during shutdown, in the {error, code} shape (onRequest hook below).

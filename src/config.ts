@@ -16,7 +16,7 @@ export const ConfigSchema = Type.Object({
   port: Int(0, 65535, 8080, 'TCP port (0 = ephemeral)'),
   modelRepository: Type.String({ default: 'models', minLength: 1, description: 'folder of <model>/<version>/ bundles' }),
   model: Type.Optional(Type.String({ minLength: 1, description: 'serve only this model (default: every model found; the first by name is the default)' })),
-  engine: Type.Union([Type.Literal('ort'), Type.Literal('fake')], { default: 'ort', description: 'ort = onnxruntime-node; fake = deterministic stand-in (tests, no bundle needed)' }),
+  engine: Type.Union([Type.Literal('ort'), Type.Literal('fake')], { default: 'ort', description: 'ort = onnxruntime-node; fake = a deterministic stand-in with made-up answers, for tests: only with NODE_ENV=test' }),
   maxBatchSize: Int(1, 1024, 32, 'largest batch the dynamic batcher forms (images)'),
   maxQueueDelayMicroseconds: Int(0, 10_000_000, 2000, 'longest a request waits for a batch to fill (µs)'),
   maxQueueSize: Int(1, 1_000_000, 512, 'images waiting in the queue before new requests get 503'),
@@ -31,7 +31,7 @@ export const ConfigSchema = Type.Object({
   drainTimeoutMs: Int(0, 600_000, 10_000, 'on SIGTERM, longest wait for accepted requests (ms)'),
   retryAfterSeconds: Int(0, 3600, 1, 'Retry-After sent with 503 responses (s)'),
   defaultTopK: Int(1, 1000, 5, 'top_k when a request gives none'),
-  fakeEngineDelayMs: Int(0, 600_000, 0, 'extra ms per batch of the fake engine (tests only)'),
+  fakeEngineDelayMs: Int(0, 600_000, 0, 'extra ms per batch of the fake engine (tests: only with NODE_ENV=test)'),
   warmup: Type.Boolean({ default: true, description: 'run every bit-width path before reporting ready' }),
   verifyChecksums: Type.Boolean({ default: true, description: 'verify manifest.files sha256 at load' }),
   tritonMetrics: Type.Boolean({ default: false, description: 'also export Triton-compatible nv_inference_* counters at /metrics' }),
@@ -85,6 +85,10 @@ export function loadConfig(flags: Partial<Record<ConfigKey, unknown>> = {}, env:
       .slice(0, 5)
       .map((e) => `${e.path.slice(1) || '(root)'}: ${e.message} (got ${JSON.stringify(e.value)})`);
     throw new DqError('DQ_ERR_CONFIG_INVALID', problems.join('; '));
+  }
+  // The fake engine answers 200 with made-up logits: a test double must never serve by mistake.
+  if ((converted.engine === 'fake' || converted.fakeEngineDelayMs > 0) && env['NODE_ENV'] !== 'test') {
+    throw new DqError('DQ_ERR_CONFIG_INVALID', 'the fake engine (--engine fake, --fake-engine-delay-ms) is a test double with made-up answers: it runs only with NODE_ENV=test');
   }
   return Object.freeze(converted);
 }

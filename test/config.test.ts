@@ -16,6 +16,13 @@ describe('config', () => {
     expect(loadConfig({ port: '9001' }, env).port).toBe(9001);
   });
 
+  it('refuses the fake engine (made-up answers) outside NODE_ENV=test, by flag or by environment', () => {
+    for (const [flags, env] of [[{ engine: 'fake' }, {}], [{}, { DQSERVE_ENGINE: 'fake' }], [{ fakeEngineDelayMs: 5 }, { NODE_ENV: 'production' }]] as const) {
+      expect(() => loadConfig(flags, env)).toThrow(expect.objectContaining({ code: 'DQ_ERR_CONFIG_INVALID', detail: expect.stringMatching(/test double/) }));
+    }
+    expect(loadConfig({ engine: 'fake' }, { NODE_ENV: 'test' }).engine).toBe('fake');
+  });
+
   it('names settings consistently', () => {
     expect(envName('maxQueueDelayMicroseconds')).toBe('DQSERVE_MAX_QUEUE_DELAY_MICROSECONDS');
     expect(flagName('maxBatchSize')).toBe('--max-batch-size');

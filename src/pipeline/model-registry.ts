@@ -5,7 +5,7 @@ import type { Engine } from '../engine/engine.js';
 import { FakeEngine } from '../engine/fake-engine.js';
 import { WorkerEngine } from '../engine/worker-engine.js';
 import { DqError } from '../errors.js';
-import { findBundles, loadBundle } from '../repository/bundle.js';
+import { checkBitflopsClaims, findBundles, loadBundle } from '../repository/bundle.js';
 import type { InferenceRecorder } from '../metrics/recorder.js';
 import { ModelPipeline } from './model-pipeline.js';
 
@@ -98,6 +98,7 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
     if (m.name !== ref.name || m.version !== ref.version) {
       throw new DqError('DQ_ERR_BUNDLE_INVALID', `${ref.dir} holds ${m.name} version ${m.version}`);
     }
+    checkBitflopsClaims(m);
     const where = { model: m.name, version: m.version };
     const engine: Engine = await WorkerEngine.load(
       bundle.dir,
@@ -113,7 +114,6 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
       },
     );
     const p = new ModelPipeline(engine, pipelineOptions);
-    checkClaims(p, log);
     reportTarget(p, config, log);
     pipelines.push(p);
     log.info({ model: m.name, version: m.version, kind: m.kind, ms: Date.now() - started }, 'model loaded');
@@ -135,16 +135,4 @@ function reportTarget(p: ModelPipeline, config: Config, log: RegistryLogger): vo
     log.warn({ ...where, calibrated: [lo, hi] }, 'target outside the calibration table: the knob will sit at the end of its range');
   }
   log.info({ ...where, knob: p.target.knob }, 'Bit-FLOPs target set');
-}
-
-/** Recompute what the manifest claims about Bit-FLOPs; a mismatch means the two sides disagree on the contract. */
-function checkClaims(p: ModelPipeline, log: RegistryLogger): void {
-  const claimed = p.manifest.bitflops;
-  const close = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
-  if (!close(p.cost.reference, claimed.reference) || !close(p.cost.fixed, claimed.fixed)) {
-    log.warn(
-      { model: p.name, version: p.version, computed: { reference: p.cost.reference, fixed: p.cost.fixed }, claimed },
-      'manifest Bit-FLOPs differ from the server computation',
-    );
-  }
 }

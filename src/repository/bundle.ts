@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { Value } from '@sinclair/typebox/value';
+import { bitflops, referenceBitflops, uniformPlan } from '../cost/bitflops.js';
 import { DqError } from '../errors.js';
 import { FORMAT_VERSION, graphFiles, ManifestSchema, type Manifest } from './manifest.js';
 
@@ -60,6 +61,26 @@ export async function loadBundle(dir: string, options: { verifyChecksums: boolea
   }
   if (options.verifyChecksums) await verifyChecksums(dir, manifest.files);
   return { dir, manifest };
+}
+
+/**
+ * Recomputes what the manifest claims about Bit-FLOPs from its layers (docs/bitflops.md): a mismatch means
+ * training and the server disagree on the contract, so every cost the server would report is suspect.
+ */
+export function checkBitflopsClaims(m: Manifest): void {
+  const c = m.bits.candidates;
+  const computed = {
+    fixed: bitflops(m.layers.filter((l) => l.kind !== 'dynamic'), {}),
+    reference: referenceBitflops(m.layers, m.bits.reference),
+    min: bitflops(m.layers, uniformPlan(m.layers, Math.min(...c))),
+    max: bitflops(m.layers, uniformPlan(m.layers, Math.max(...c))),
+  };
+  const wrong = (Object.keys(computed) as (keyof typeof computed)[]).filter(
+    (k) => Math.abs(computed[k] - m.bitflops[k]) > 1e-9 * Math.max(1, Math.abs(computed[k])),
+  );
+  if (wrong.length) {
+    throw new DqError('DQ_ERR_BUNDLE_INVALID', `${m.name}/${m.version}: manifest bitflops ${wrong.map((k) => `${k} ${m.bitflops[k]} (layers give ${computed[k]})`).join(', ')}`);
+  }
 }
 
 export async function verifyChecksums(dir: string, files: Readonly<Record<string, string>>): Promise<void> {

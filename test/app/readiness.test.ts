@@ -8,7 +8,7 @@ import { ModelPipeline } from '../../src/pipeline/model-pipeline.js';
 import { ModelRegistry } from '../../src/pipeline/model-registry.js';
 import type { FastifyInstance } from 'fastify';
 
-const config = loadConfig({ engine: 'fake', logLevel: 'silent' });
+const config = loadConfig({ engine: 'fake', logLevel: 'silent' }, { NODE_ENV: 'test' });
 let app: FastifyInstance;
 let pipeline: ModelPipeline;
 const engine = new FakeEngine();

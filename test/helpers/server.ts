@@ -5,7 +5,7 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import { hasDynamicBundle, MODELS_DIR } from './paths.js';
 
 export async function startTestServer(overrides: Partial<Record<ConfigKey, unknown>> = {}): Promise<RunningServer> {
-  const config = loadConfig({ host: '127.0.0.1', port: 0, logLevel: 'silent', engine: 'fake', ...overrides });
+  const config = loadConfig({ host: '127.0.0.1', port: 0, logLevel: 'silent', engine: 'fake', ...overrides }, { NODE_ENV: 'test' });
   const server = await startServer(config, pino({ level: 'silent' }));
   await server.warm;
   return server;
