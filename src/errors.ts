@@ -17,6 +17,7 @@ export const ERRORS = {
   DQ_ERR_REQUEST_MULTIPART_INVALID: { status: 400, message: 'multipart body must hold exactly one file field named "image"' },
   DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'unsupported Content-Type' },
   DQ_ERR_REQUEST_TOO_LARGE: { status: 413, message: 'request body exceeds the byte limit' },
+  DQ_ERR_REQUEST_UNSUPPORTED_ENCODING: { status: 415, message: 'unsupported Content-Encoding (identity, gzip or deflate)' },
   DQ_ERR_ROUTE_NOT_FOUND: { status: 404, message: 'no such route' },
   // HTTP framing, answered by the connection's parser before any route runs
   DQ_ERR_HTTP_MALFORMED: { status: 400, message: 'malformed HTTP request' },

@@ -155,10 +155,13 @@ export function decodeInferRequest(req: InferRequest, binary: Buffer, maxImages:
 
 function decodeOutputs(req: InferRequest, binaryDefault: boolean): OutputRequest[] {
   if (!req.outputs || req.outputs.length === 0) return OUTPUT_NAMES.map((name) => ({ name, classification: null, binary: binaryDefault }));
+  const seen = new Set<string>();
   return req.outputs.map((o) => {
     if (!(OUTPUT_NAMES as readonly string[]).includes(o.name)) {
       throw new DqError('DQ_ERR_OIP_INVALID_OUTPUT', `unknown output "${o.name}" (have ${OUTPUT_NAMES.join(', ')})`);
     }
+    if (seen.has(o.name)) throw new DqError('DQ_ERR_OIP_INVALID_OUTPUT', `output "${o.name}" is requested twice`);
+    seen.add(o.name);
     const k = o.parameters?.['classification'];
     if (k !== undefined && (typeof k !== 'number' || !Number.isInteger(k) || k < 1)) {
       throw new DqError('DQ_ERR_OIP_INVALID_OUTPUT', 'classification must be a positive integer');

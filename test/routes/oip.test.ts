@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serializeBytesElements } from '../../src/protocol/oip-infer.js';
@@ -137,6 +138,9 @@ describe('POST /v2/models/{m}/infer', () => {
     ['a number as BYTES element', { inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', data: [42] }] }, undefined, 400, 'DQ_ERR_OIP_INVALID_INPUT'],
     ['base64 of a non-image', { inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', data: [Buffer.from('hello').toString('base64')] }] }, undefined, 415, 'DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT'],
     ['an unknown output', { ...jsonInput([rocket]), outputs: [{ name: 'features' }] }, undefined, 400, 'DQ_ERR_OIP_INVALID_OUTPUT'],
+    ['an output requested twice', { ...jsonInput([rocket]), outputs: [{ name: 'logits' }, { name: 'logits' }] }, undefined, 400, 'DQ_ERR_OIP_INVALID_OUTPUT'],
+    ['a Content-Encoding we do not decode', JSON.stringify(jsonInput([rocket])), { 'content-type': 'application/json', 'content-encoding': 'br' }, 415, 'DQ_ERR_REQUEST_UNSUPPORTED_ENCODING'],
+    ['a gzip body that is not gzip', JSON.stringify(jsonInput([rocket])), { 'content-type': 'application/json', 'content-encoding': 'gzip' }, 400, 'DQ_ERR_REQUEST_INVALID'],
     ['a bad classification count', { ...jsonInput([rocket]), outputs: [{ name: 'logits', parameters: { classification: 0 } }] }, undefined, 400, 'DQ_ERR_OIP_INVALID_OUTPUT'],
     ['a bad knob', { ...jsonInput([rocket]), parameters: { dqserve_knob: 'high' } }, undefined, 400, 'DQ_ERR_REQUEST_INVALID_PARAMETER'],
     ['a non-candidate precision', { ...jsonInput([rocket]), parameters: { dqserve_precision: 8 } }, undefined, 400, 'DQ_ERR_REQUEST_INVALID_PARAMETER'],
@@ -155,6 +159,33 @@ describe('POST /v2/models/{m}/infer', () => {
     expect(r.status).toBe(status);
     expect(r.json).toEqual({ error: expect.any(String), code });
     expect((await fetch(`${url}/v2/health/ready`)).status).toBe(200);
+  });
+
+  it('decompresses gzip and deflate bodies (as Triton\'s clients send them), JSON and binary alike', async () => {
+    const json = Buffer.from(JSON.stringify(jsonInput([rocket])));
+    const plain = await infer(json);
+    for (const [coding, body] of [['gzip', gzipSync(json)], ['deflate', deflateSync(json)], ['deflate', deflateRawSync(json)], ['x-gzip', gzipSync(json)]] as const) {
+      const r = await infer(body, undefined, { 'content-type': 'application/json', 'content-encoding': coding });
+      expect([coding, r.status]).toEqual([coding, 200]);
+      expect(r.json.outputs).toEqual(plain.json.outputs);
+    }
+    const header = Buffer.from(BINARY_HEADER.replace('50', String(rocket.length + 4)));
+    const binary = Buffer.concat([header, serializeBytesElements([rocket])]);
+    const r = await infer(gzipSync(binary), undefined, { 'content-type': 'application/octet-stream', 'content-encoding': 'gzip', 'inference-header-content-length': String(header.length) });
+    expect(r.status).toBe(200);
+  });
+
+  it('a small compressed body that inflates beyond the byte limit is a 413, and the server goes on', async () => {
+    const small = await startTestServer({ maxRequestBytes: 100_000 });
+    try {
+      const bomb = gzipSync(Buffer.alloc(50_000_000, 32)); // ~50 KB that inflates to 50 MB of spaces
+      const res = await fetch(`${small.url}/v2/models/${M}/infer`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: bomb });
+      expect(res.status).toBe(413);
+      expect(((await res.json()) as { code: string }).code).toBe('DQ_ERR_REQUEST_TOO_LARGE');
+      expect((await fetch(`${small.url}/v2/health/ready`)).status).toBe(200);
+    } finally {
+      await small.close();
+    }
   });
 
   it('one bad image in a batch fails the request with its index and the decoder\'s reason', async () => {

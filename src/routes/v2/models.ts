@@ -1,6 +1,8 @@
 // OIP v2 model routes: metadata, readiness and infer, each with and without /versions/{version}.
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { promisify } from 'node:util';
+import { gunzip, inflate, inflateRaw } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { RouteContext } from '../../app.js';
 import { DqError } from '../../errors.js';
@@ -52,11 +54,9 @@ export async function modelRoutes(app: FastifyInstance, ctx: RouteContext): Prom
       };
     });
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: ctx.config.maxRequestBytes }, (request, body, done) => {
-      try {
-        done(null, parseInferBody(request, body as Buffer));
-      } catch (err) {
-        done(err as Error, undefined);
-      }
+      decodeContent(request, body as Buffer, ctx.config.maxRequestBytes).then(
+        (plain) => done(null, parseInferBody(request, plain)),
+      ).catch((err: unknown) => done(err as Error, undefined));
     });
     scope.addHook('preValidation', async (request) => {
       if (request.body === undefined) throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
@@ -73,6 +73,34 @@ export async function modelRoutes(app: FastifyInstance, ctx: RouteContext): Prom
       );
     }
   });
+}
+
+const unzip = { gzip: promisify(gunzip), 'x-gzip': promisify(gunzip), deflate: promisify(inflate) } as const;
+const inflateRawAsync = promisify(inflateRaw);
+
+/**
+ * The body as sent, or decompressed per Content-Encoding (Triton's clients compress requests with gzip or
+ * deflate); the decompressed size counts against the same byte limit, so a small bomb is a 413.
+ */
+async function decodeContent(request: FastifyRequest, body: Buffer, limit: number): Promise<Buffer> {
+  const header = request.headers['content-encoding'];
+  const coding = (Array.isArray(header) ? header.join(',') : (header ?? '')).trim().toLowerCase();
+  if (coding === '' || coding === 'identity') return body;
+  if (!(coding in unzip)) throw new DqError('DQ_ERR_REQUEST_UNSUPPORTED_ENCODING', `Content-Encoding: ${coding.slice(0, 40)}`);
+  const opts = { maxOutputLength: limit };
+  const refuse = (err: unknown): never => {
+    if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new DqError('DQ_ERR_REQUEST_TOO_LARGE', `the ${coding} body inflates beyond ${limit} bytes`);
+    }
+    throw new DqError('DQ_ERR_REQUEST_INVALID', `the body is not valid ${coding} data`);
+  };
+  try {
+    return await unzip[coding as keyof typeof unzip](body, opts);
+  } catch (err) {
+    // "deflate" in HTTP means zlib-wrapped, but some clients send raw deflate
+    if (coding !== 'deflate' || (err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return refuse(err);
+    return inflateRawAsync(body, opts).catch(refuse);
+  }
 }
 
 function parseInferBody(request: FastifyRequest, body: Buffer): unknown {
