@@ -50,7 +50,12 @@ export function parseBudget(text: string, source: string): Budget {
   if (errors.length > 0) {
     throw new BudgetFileError(`${source}: ${errors.map((e) => `${e.path || '/'}: ${e.message}`).join('; ')}`);
   }
-  return json as Budget;
+  const b = json as Budget;
+  const limits = Object.keys(b).filter((k) => k !== '$schema' && k !== 'description' && k !== 'goodput' && k !== 'latencyMs');
+  if (limits.length === 0 && Object.keys(b.latencyMs ?? {}).length === 0) {
+    throw new BudgetFileError(`${source}: sets no limit (give latencyMs, minThroughputRps, maxErrorRate, maxMeanBitflops, minSavings or minGoodputRps): an empty budget would pass any run`);
+  }
+  return b;
 }
 
 export function readBudget(path: string): Budget {
@@ -95,7 +100,11 @@ export interface Check {
   readonly by: string;
 }
 
-/** Every limit the budget sets, checked against `m`. A figure that could not be measured (no successful response) fails: a run with no 2xx has no latency to pass a latency limit with. */
+/**
+ * Every limit the budget sets, checked against `m`. Latency percentiles count failed requests at the request
+ * timeout (StepResult.latencyMs); a figure that could not be measured (no request at all, or no successful
+ * response for Bit-FLOPs) fails.
+ */
 export function checkBudget(b: Budget, m: Measured): Check[] {
   const out: Check[] = [];
   const add = (name: string, kind: 'max' | 'min', bound: number | undefined, measured: number | null, unit: string) => {

@@ -21,7 +21,7 @@ export interface StepOptions {
 }
 
 export function runConnectionsStep(o: StepOptions & { readonly connections: number }): Promise<StepResult> {
-  const rec = new StepRecorder(o.goodput, o.durationS);
+  const rec = new StepRecorder(o.goodput, o.durationS, o.timeoutS * 1000);
   let next = 0;
   // onResponse (body) runs synchronously just before the 'response' event (latency) of the same request,
   // on the same client: this slot carries the parsed body from one to the other.

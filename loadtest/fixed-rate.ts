@@ -27,7 +27,7 @@ export function runRateStep(o: RateStepOptions): Promise<StepResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: o.maxConnections, timeout: 4000 });
   const lag = microsecondHistogram();
   const t0 = performance.now();
-  const rec = new StepRecorder(o.goodput, o.durationS, t0);
+  const rec = new StepRecorder(o.goodput, o.durationS, o.timeoutS * 1000, t0);
   let sent = 0;
   let inFlight = 0;
   let peakInFlight = 0;

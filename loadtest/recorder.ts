@@ -67,7 +67,11 @@ export interface StepResult {
   readonly statusCodes: Record<string, number>;
   readonly throughputRps: number;
   readonly errorRate: number;
-  /** Latency of successful (2xx) requests, ms. Open loop: from each request's intended send time. */
+  /**
+   * Latency of every request, ms, a failed one (non-2xx, socket error, timeout) counted as the request timeout:
+   * a failure is as bad as an answer that never came, so it cannot flatter a percentile. Open loop: from each
+   * request's intended send time.
+   */
   readonly latencyMs: { readonly mean: number; readonly p50: number; readonly p90: number; readonly p95: number; readonly p99: number; readonly max: number };
   readonly bitflops: { readonly total: number; readonly referenceTotal: number; readonly mean: number | null; readonly p50: number | null; readonly p90: number | null; readonly p99: number | null; readonly max: number | null };
   readonly savings: number | null;
@@ -121,10 +125,11 @@ export class StepRecorder {
   socketErrors = 0;
   timeouts = 0;
 
-  /** `durationS`: the step's planned duration, cut into stability windows. */
+  /** `durationS`: the step's planned duration, cut into stability windows; `failureMs`: the request timeout. */
   constructor(
     private readonly goodput: GoodputLimits,
     durationS: number,
+    private readonly failureMs: number,
     private readonly t0 = performance.now(),
   ) {
     this.windowS = Math.max(1, durationS / 4); // perf_analyzer measures in 5 s windows; four per step here
@@ -146,10 +151,13 @@ export class StepRecorder {
   response(status: number, cost: Cost | null, latencyMs: number): void {
     this.responses++;
     this.statusCodes[status] = (this.statusCodes[status] ?? 0) + 1;
-    if (status < 200 || status >= 300) return;
+    if (status < 200 || status >= 300) {
+      this.recordLatency(Math.max(latencyMs, this.failureMs));
+      return;
+    }
     this.ok++;
     this.lastOkS = this.elapsedS;
-    this.latency.recordValue(Math.max(1, Math.round(latencyMs * 1000)));
+    this.recordLatency(latencyMs);
     (this.perWindow[Math.floor(this.lastOkS / this.windowS)] ??= []).push(latencyMs);
     if (cost) {
       this.samples.push(cost.bitflops);
@@ -165,6 +173,11 @@ export class StepRecorder {
   failure(timedOut: boolean): void {
     this.socketErrors++;
     if (timedOut) this.timeouts++;
+    this.recordLatency(this.failureMs);
+  }
+
+  private recordLatency(ms: number): void {
+    this.latency.recordValue(Math.max(1, Math.round(ms * 1000)));
   }
 
   /**

@@ -4,7 +4,7 @@
 import { cpus, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { checkBudget, goodputLimits, readBudget, BudgetFileError, type Budget } from './budget.js';
+import { checkBudget, fmt, goodputLimits, readBudget, BudgetFileError, type Budget, type Check } from './budget.js';
 import { bodySequence, loadPayloads, type Protocol } from './payloads.js';
 import { failureTable, pct, writeReport, type Report, type StepReport } from './report.js';
 import { scrapeSettled, serverDelta } from './server-metrics.js';
@@ -64,6 +64,7 @@ export interface Options {
   out?: string;
   progress: boolean;
   stabilityPercentage: number;
+  failUnstable: boolean;
 }
 
 export function program(): Command {
@@ -91,7 +92,8 @@ export function program(): Command {
     .option('--budget <file>', 'budget JSON (docs/loadtest.md); exit 1 when missed')
     .option('--out <dir>', 'report folder (default loadtest/results/<date>)')
     .addOption(new Option('--stability-percentage <p>', 'a step is stable when its last three windows\' throughput and mean latency are within ±p% of their mean').argParser(bounded('stability-percentage', 0, 1000, false)).default(10))
-    .option('--no-progress', 'no once-a-second progress lines on stderr (step summaries and warnings stay)');
+    .option('--no-progress', 'no once-a-second progress lines on stderr (step summaries and warnings stay)')
+    .option('--fail-unstable', 'an unstable step misses the budget (otherwise it only warns)', false);
 }
 
 function checkUrl(url: string, allowRemote: boolean): string {
@@ -107,6 +109,16 @@ function checkUrl(url: string, allowRemote: boolean): string {
 }
 
 class UsageError extends Error {}
+
+/** --fail-unstable: an unstable step misses the budget (a step too short to judge, under four seconds, passes). */
+export function stabilityCheck(s: ReturnType<typeof stability>): Check {
+  const ok = s.stable !== false;
+  const dev = s.maxDeviation;
+  return {
+    name: 'stability', limit: `± ${fmt(100 * s.tolerance)}%`, measured: dev === null ? null : 100 * dev, bound: 100 * s.tolerance, kind: 'max', unit: '%', ok,
+    by: ok ? '' : dev === null ? 'a window without a successful answer' : `${fmt(100 * (dev - s.tolerance))} points over`,
+  };
+}
 
 /**
  * The highest n in [lo, hi] with meets(n), assuming meeting the budget is monotone in load (perf_analyzer's
@@ -201,9 +213,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       const { bitflopsSamples, ...clientFigures } = client;
       for (const v of bitflopsSamples) if (samples.length < 200_000) samples.push(v);
       const checks = budget
-        ? checkBudget(budget, { latencyMs: client.ok > 0 ? client.latencyMs : { p50: null, p95: null, p99: null }, throughputRps: client.throughputRps, errorRate: client.errorRate, meanBitflops: client.bitflops.mean, savings: client.savings, goodputRps: client.goodputRps })
+        ? checkBudget(budget, { latencyMs: client.requests > 0 ? client.latencyMs : { p50: null, p95: null, p99: null }, throughputRps: client.throughputRps, errorRate: client.errorRate, meanBitflops: client.bitflops.mean, savings: client.savings, goodputRps: client.goodputRps })
         : [];
       const stable = stability(client.windows, client.fullWindows, o.stabilityPercentage / 100);
+      if (budget && o.failUnstable) checks.push(stabilityCheck(stable));
       const s: StepReport = { load, client: clientFigures, server: before && after ? serverDelta(before, after) : null, stability: stable, checks, met: checks.every((c) => c.ok) };
       steps.push(s);
       log(

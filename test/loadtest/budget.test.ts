@@ -3,17 +3,67 @@
 import { describe, expect, it } from 'vitest';
 import { BudgetFileError, checkBudget, goodputLimits, parseBudget, type Measured } from '../../loadtest/budget.js';
 import { bodySequence, multipartBody, oipBinaryBody, oipJsonBody } from '../../loadtest/payloads.js';
-import { parseCost } from '../../loadtest/recorder.js';
+import { parseCost, StepRecorder } from '../../loadtest/recorder.js';
 import { decodeInferRequest, splitBinaryBody } from '../../src/protocol/oip-infer.js';
 import type { InferRequest } from '../../src/protocol/oip-schemas.js';
-import { binarySearch } from '../../loadtest/run.js';
+import { binarySearch, stabilityCheck } from '../../loadtest/run.js';
+import { stability } from '../../loadtest/recorder.js';
 
 const measured: Measured = { latencyMs: { p50: 10, p95: 40, p99: 80 }, throughputRps: 200, errorRate: 0.02, meanBitflops: 1.2e9, savings: 0.05, goodputRps: 150 };
+
+/** A step's figures from a recorder fed `ok` answers at `okMs`, then the given failures (request timeout 10 s). */
+function step(ok: number, okMs: number, failures: { status?: number; timeout?: boolean; ms?: number }[]): Measured {
+  const rec = new StepRecorder({ maxLatencyMs: null, maxBitflops: null }, 10, 10_000);
+  for (let i = 0; i < ok; i++) rec.response(200, null, okMs);
+  for (const f of failures) {
+    if (f.status !== undefined) rec.response(f.status, null, f.ms ?? 1);
+    else rec.failure(f.timeout ?? false);
+  }
+  const r = rec.result({ connections: 1, offeredRps: null }, null);
+  return { latencyMs: r.latencyMs, throughputRps: r.throughputRps, errorRate: r.errorRate, meanBitflops: r.bitflops.mean, savings: r.savings, goodputRps: r.goodputRps };
+}
+
+describe('a budget cannot pass while it is violated', () => {
+  it('two timeouts in a hundred answers put p99 at the timeout', () => {
+    const checks = checkBudget({ latencyMs: { p99: 50 }, maxErrorRate: 0.02 }, step(98, 10, [{ timeout: true }, { timeout: true }]));
+    expect(checks.find((c) => c.name === 'latency p99')).toMatchObject({ ok: false });
+    expect(checks.find((c) => c.name === 'error rate')).toMatchObject({ ok: true });
+  });
+
+  it('fast 503s count as failures at the timeout, not as quick answers', () => {
+    const m = step(10, 10, Array.from({ length: 90 }, () => ({ status: 503, ms: 1 })));
+    expect(m.latencyMs.p50).toBeGreaterThanOrEqual(10_000);
+    expect(checkBudget({ latencyMs: { p50: 50 } }, m)[0]).toMatchObject({ ok: false });
+  });
+
+  it('--fail-unstable turns an unstable step into a missed budget (a step too short to judge passes)', () => {
+    const w = (okPerS: number, meanMs: number | null) => ({ okPerS, meanMs, p99Ms: meanMs });
+    const steady = stabilityCheck(stability([w(100, 10), w(100, 10), w(101, 10), w(99, 10)], 4, 0.1));
+    const drifting = stabilityCheck(stability([w(100, 10), w(100, 10), w(60, 30), w(30, 80)], 4, 0.1));
+    const silent = stabilityCheck(stability([w(100, 10), w(100, 10), w(0, null), w(100, 10)], 4, 0.1));
+    expect([steady.ok, drifting.ok, silent.ok]).toEqual([true, false, false]);
+    expect(drifting.by).toMatch(/points over/);
+    expect(stabilityCheck(stability([w(100, 10)], 1, 0.1)).ok).toBe(true);
+  });
+
+  it('socket errors count too; a clean run keeps its own latencies', () => {
+    expect(step(98, 10, [{ timeout: false }, { timeout: false }]).latencyMs.p99).toBeGreaterThanOrEqual(10_000);
+    const clean = step(100, 10, []);
+    expect(clean.latencyMs.p50).toBeCloseTo(10, 1); // the histogram's resolution
+    expect(clean.latencyMs.p99).toBeCloseTo(10, 1);
+  });
+});
 
 describe('budget', () => {
   it('accepts every documented limit', () => {
     const b = parseBudget('{"latencyMs":{"p50":20,"p95":50,"p99":100},"minThroughputRps":100,"maxErrorRate":0.01,"maxMeanBitflops":1.1e9,"minSavings":0.1,"minGoodputRps":120,"goodput":{"maxLatencyMs":60,"maxBitflops":1.3e9}}', 'b.json');
     expect(b.latencyMs?.p95).toBe(50);
+  });
+
+  it('refuses a budget that sets no limit: it would pass any run', () => {
+    for (const text of ['{}', '{"description":"x"}', '{"latencyMs":{}}', '{"goodput":{"maxLatencyMs":10}}']) {
+      expect(() => parseBudget(text, 'b.json')).toThrow(/^b\.json: sets no limit/);
+    }
   });
 
   it('names the file, the path and the problem on one line', () => {
