@@ -99,8 +99,12 @@ describe('DynamicBatcher', () => {
     const first = one(b, xs[0]!, dyn, 1000);
     const late = one(b, xs[1]!, dyn, 20);
     await expect(late).rejects.toMatchObject({ code: 'DQ_ERR_QUEUE_TIMEOUT' });
-    await expect(first).resolves.toBeDefined();
-    await expect(one(b, xs[2]!, dyn, 1000)).resolves.toBeDefined();
+    // the others get their own answers: the same logits and bits as each image run alone
+    const alone = async (x: Uint8Array) => (await engine.infer(x, 1, [dyn])).samples[0]!;
+    for (const [r, x] of [[await first, xs[0]!], [await one(b, xs[2]!, dyn, 1000), xs[2]!]] as const) {
+      const a = await alone(x);
+      expect([Array.from(r.sample.logits), r.sample.bits]).toEqual([Array.from(a.logits), a.bits]);
+    }
   });
 
   it('drain finishes accepted work, then refuses new samples', async () => {

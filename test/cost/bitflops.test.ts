@@ -1,8 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { bitflops, costModel, meanBits, referenceBitflops, savings, uniformPlan, type CostLayer } from '../../src/cost/bitflops.js';
-import { fakeManifest } from '../../src/engine/fake-manifest.js';
+import { bitflops, costModel, meanBits, referenceBitflops, savings, type CostLayer } from '../../src/cost/bitflops.js';
 import { FIXTURES } from '../helpers/paths.js';
 
 const layers: CostLayer[] = [
@@ -37,12 +36,6 @@ describe('bitflops', () => {
     expect(m.reference).toBe(referenceBitflops(layers, 4));
     expect(m.bitflops([5, 3])).toBe(bitflops(layers, { d1: 3, d2: 5 }));
     expect(() => costModel(layers, ['d1'], 4)).toThrow(RangeError);
-  });
-
-  it("the fake manifest's claims match the functions", () => {
-    const fm = fakeManifest();
-    expect(referenceBitflops(fm.layers, 4)).toBe(fm.bitflops.reference);
-    expect(bitflops(fm.layers, uniformPlan(fm.layers, 3))).toBe(fm.bitflops.min);
   });
 });
 

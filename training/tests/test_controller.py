@@ -113,14 +113,25 @@ def test_quantized_controller_costs_its_bits_and_runs_on_its_levels():
     plan = [4] * 12
     saved = sum(r["macs"] for r in rows) * (32 * 32 - 8 * 8)
     assert cost.bitflops(fp_table, plan) - cost.bitflops(table, plan) == saved
-    # evaluation: inputs on 2^8 levels of the learned PACT clip, DoReFa weights
+    # evaluation: inputs on 2^8 levels of the learned PACT clip, DoReFa weights; the reference below is written
+    # from the papers' formulas here, not with the code's own quantizers
     m.eval()
     feats = torch.rand(4, 16, 32, 32) * 3
     c = m.controller
+
+    def levels(x, clip):  # PACT: clamp to [0, clip], 255 steps
+        return torch.round(x.clamp(0, clip) / clip * 255) * clip / 255
+
+    def dorefa(w):  # DoReFa: tanh, normalise to [0, 1], 255 steps, back to [-1, 1]
+        t = torch.tanh(w)
+        return 2 * torch.round((t / (2 * t.abs().max()) + 0.5) * 255) / 255 - 1
+
     x = torch.nn.functional.avg_pool2d(feats, 4).flatten(1)
-    h = torch.relu(torch.nn.functional.linear(fake_quant(x, c.fc1.act.clip_value(), 8), dorefa_weight(c.fc1.weight, 8), c.fc1.bias))
-    want = torch.nn.functional.linear(fake_quant(h, c.fc2.act.clip_value(), 8), dorefa_weight(c.fc2.weight, 8), c.fc2.bias)
-    assert torch.allclose(c(feats), want.view(4, 12, 3), atol=1e-6)
+    h = torch.relu(torch.nn.functional.linear(levels(x, c.fc1.act.clip_value()), dorefa(c.fc1.weight), c.fc1.bias))
+    want = torch.nn.functional.linear(levels(h, c.fc2.act.clip_value()), dorefa(c.fc2.weight), c.fc2.bias)
+    assert torch.allclose(c(feats), want.view(4, 12, 3), atol=1e-5)
+    assert len(torch.unique(dorefa_weight(c.fc1.weight, 8))) <= 256
+    assert len(torch.unique(fake_quant(x, c.fc1.act.clip_value(), 8))) <= 256
     # the learned clips train: the controller's gradient reaches them
     m.train()
     m(torch.randn(8, 3, 32, 32))[2].square().sum().backward()
