@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { bodyIndices, orderInput, rowsInput, splitInput } from '../../src/engine/dispatch.js';
 
 const cands = [3, 4, 5];
@@ -14,7 +14,10 @@ describe('bodyIndices (the body graph index inputs)', () => {
     [5, 4, 4, 5],
   ];
   const blocks = [[0, 1], [2, 3]] as const;
-  const m = bodyIndices(plans, blocks, cands);
+  let m: ReturnType<typeof bodyIndices>;
+  beforeEach(() => {
+    m = bodyIndices(plans, blocks, cands); // inside the tests, so that coverage (and mutation testing) sees it
+  });
 
   it('lists each conv1 group ordered by conv2 bits, with the split sizes per conv2 bit-width', () => {
     expect(m.size).toBe(2 * (2 * 3 + 1));
@@ -40,10 +43,19 @@ describe('bodyIndices (the body graph index inputs)', () => {
       const concat = cands.flatMap((_, k2) => cands.flatMap((b1) => part(b1, k2)));
       const order = values(m, orderInput(j));
       expect(order.map((pos) => concat[pos])).toEqual([0, 1, 2, 3, 4]);
+      expect(m.get(orderInput(j))?.dims).toEqual([5]);
     }
   });
 
-  it('refuses a plan with bits outside the candidates', () => {
-    expect(() => bodyIndices([[3, 6, 3, 3]], blocks, cands)).toThrow(/outside/);
+  it('refuses a plan with bits outside the candidates, in either conv', () => {
+    expect(() => bodyIndices([[3, 6, 3, 3]], blocks, cands)).toThrow(/block 0: sample 0 chose bits outside 3,4,5/);
+    expect(() => bodyIndices([[3, 3, 3, 3], [3, 3, 2, 3]], blocks, cands)).toThrow(/block 1: sample 1 chose bits outside/);
+  });
+
+  it('an empty batch gives empty groups and orders', () => {
+    const e = bodyIndices([], blocks, cands);
+    expect(values(e, rowsInput(0, 3))).toEqual([]);
+    expect(values(e, splitInput(1, 5))).toEqual([0, 0, 0]);
+    expect(e.get(orderInput(1))?.dims).toEqual([0]);
   });
 });

@@ -4,7 +4,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const DATA_DIR = resolve(REPO_ROOT, '..', 'shared', 'data');
+/** ../shared/data beside the checkout, or $DQSERVE_SHARED/data (StrykerJS runs the tests from a sandbox copy). */
+export const DATA_DIR = resolve(process.env['DQSERVE_SHARED'] ?? resolve(REPO_ROOT, '..', 'shared'), 'data');
 export const PHOTOS_DIR = join(DATA_DIR, 'photos');
 export const CIFAR_TEST_TAR = join(DATA_DIR, 'cifar10', 'test.tar.gz');
 export const MODELS_DIR = join(REPO_ROOT, 'models');
