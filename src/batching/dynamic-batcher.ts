@@ -6,6 +6,12 @@ import { performance } from 'node:perf_hooks';
 import { DqError } from '../errors.js';
 import type { Engine, SampleOptions, SampleResult, StageTiming } from '../engine/engine.js';
 
+/** Room held in the queue for one request's samples while they are decoded (DynamicBatcher.admit). */
+export interface Admission {
+  submit(inputs: readonly Uint8Array[], options: SampleOptions, timeoutMs: number, signal?: AbortSignal): Promise<BatchedResult[]>;
+  cancel(): void;
+}
+
 export interface BatcherOptions {
   readonly maxBatchSize: number;
   readonly maxQueueDelayMicroseconds: number;
@@ -75,6 +81,8 @@ export class DynamicBatcher {
   private readonly queue: Pending[] = [];
   private running = 0;
   private closed = false;
+  /** Samples admitted (admit) and still being decoded: they count against maxQueueSize. */
+  private reserved = 0;
   private flushTimer: NodeJS.Timeout | undefined;
   private idleWaiters: Array<() => void> = [];
 
@@ -89,6 +97,36 @@ export class DynamicBatcher {
   }
 
   /**
+   * Holds room in the queue for `n` samples while they are decoded, so that a request that will not fit is
+   * refused (DQ_ERR_QUEUE_FULL, or SHUTTING_DOWN) before it costs a decode. Submit through the admission, or
+   * cancel it when the request fails before that.
+   */
+  admit(n: number): Admission {
+    if (this.closed) throw new DqError('DQ_ERR_SERVER_SHUTTING_DOWN', undefined, { retryAfterS: this.opts.retryAfterSeconds });
+    this.checkRoom(n);
+    this.reserved += n;
+    let held = true;
+    const release = () => {
+      if (held) this.reserved -= n;
+      held = false;
+    };
+    return {
+      submit: (inputs, options, timeoutMs, signal) => {
+        release();
+        return this.submit(inputs, options, timeoutMs, signal);
+      },
+      cancel: release,
+    };
+  }
+
+  private checkRoom(n: number): void {
+    if (this.queue.length + this.reserved + n > this.opts.maxQueueSize) {
+      const detail = `${this.queue.length} waiting, ${this.reserved} being decoded, ${n} more asked, room for ${this.opts.maxQueueSize}`;
+      throw new DqError('DQ_ERR_QUEUE_FULL', detail, { retryAfterS: this.opts.retryAfterSeconds });
+    }
+  }
+
+  /**
    * Queue one request's samples (results in input order). All are admitted or none: DQ_ERR_QUEUE_FULL at once.
    * After `timeoutMs` with any of them still queued, DQ_ERR_QUEUE_TIMEOUT; when `signal` aborts (the client
    * left), DQ_ERR_CLIENT_DISCONNECTED. Either way its samples still queued leave the queue; samples already in
@@ -98,9 +136,10 @@ export class DynamicBatcher {
     if (this.closed) return Promise.reject(new DqError('DQ_ERR_SERVER_SHUTTING_DOWN', undefined, { retryAfterS: this.opts.retryAfterSeconds }));
     const wrong = inputs.find((x) => x.length !== this.engine.sampleSize);
     if (wrong) return Promise.reject(new DqError('DQ_ERR_SERVER_INTERNAL', `sample has ${wrong.length} bytes, engine expects ${this.engine.sampleSize}`));
-    if (this.queue.length + inputs.length > this.opts.maxQueueSize) {
-      const detail = `${this.queue.length} waiting, ${inputs.length} more asked, room for ${this.opts.maxQueueSize}`;
-      return Promise.reject(new DqError('DQ_ERR_QUEUE_FULL', detail, { retryAfterS: this.opts.retryAfterSeconds }));
+    try {
+      this.checkRoom(inputs.length);
+    } catch (err) {
+      return Promise.reject(err);
     }
     if (signal?.aborted) return Promise.reject(new DqError('DQ_ERR_CLIENT_DISCONNECTED'));
     if (inputs.length === 0) return Promise.resolve([]);

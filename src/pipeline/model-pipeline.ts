@@ -165,23 +165,31 @@ export class ModelPipeline {
     }
     this.checkOptions(options);
     const start = performance.now();
-    const tensors = await Promise.all(
-      images.map(async (img, i) => {
-        try {
-          return await preprocess(img, this.manifest.input, this.limits);
-        } catch (err) {
-          if (images.length > 1 && err instanceof DqError) throw new DqError(err.code, `image ${i}${err.detail ? `: ${err.detail}` : ''}`, { cause: err });
-          throw err;
-        }
-      }),
-    );
+    // Room in the queue first: under overload a request that will be refused is refused before its decode.
+    const admission = this.batcher.admit(images.length);
+    let tensors: Uint8Array[];
+    try {
+      tensors = await Promise.all(
+        images.map(async (img, i) => {
+          try {
+            return await preprocess(img, this.manifest.input, this.limits);
+          } catch (err) {
+            if (images.length > 1 && err instanceof DqError) throw new DqError(err.code, `image ${i}${err.detail ? `: ${err.detail}` : ''}`, { cause: err });
+            throw err;
+          }
+        }),
+      );
+    } catch (err) {
+      admission.cancel();
+      throw err;
+    }
     const preprocessed = performance.now();
     const cap = options.maxBitflops ?? null;
     // Images without their own knob or precision run at the target controller's λ, and feed it back.
     const controlled = this.target !== null && options.knob === null && options.precision === null;
     const knob = options.knob ?? this.target?.knob ?? 0;
     const sampleOptions = { knob, precision: options.precision, maxDynamicBitflops: cap === null ? null : cap - this.cost.fixed };
-    const batched = await this.batcher.submit(tensors, sampleOptions, options.timeoutMs, options.signal);
+    const batched = await admission.submit(tensors, sampleOptions, options.timeoutMs, options.signal);
     const end = performance.now();
     return batched.map((b) => {
       const bf = this.cost.bitflops(b.sample.bits);

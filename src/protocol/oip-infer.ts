@@ -119,7 +119,7 @@ export function decodeInferRequest(req: InferRequest, binary: Buffer, maxImages:
     if (input.data === undefined) throw new DqError('DQ_ERR_OIP_INVALID_INPUT', 'input has no data');
     const base64 = input.parameters?.['dqserve_base64'] ?? true;
     if (typeof base64 !== 'boolean') throw new DqError('DQ_ERR_REQUEST_INVALID_PARAMETER', 'dqserve_base64 must be a boolean');
-    images = flatten(input.data).map((el, i) => jsonElement(el, i, base64));
+    images = flatten(input.data, input.shape.length).map((el, i) => jsonElement(el, i, base64));
   }
   if (images.length !== count) {
     throw new DqError('DQ_ERR_OIP_INVALID_INPUT', `shape ${JSON.stringify(input.shape)} says ${count} images, data holds ${images.length}`);
@@ -173,9 +173,20 @@ function decodeOutputs(req: InferRequest, binaryDefault: boolean): OutputRequest
   });
 }
 
-function flatten(data: unknown): unknown[] {
-  if (!Array.isArray(data)) return [data];
-  return data.flatMap((d) => (Array.isArray(d) ? flatten(d) : [d]));
+/** The elements of `data`, nested at most `depth` levels as its shape says ([N] or [N,1]): deeper is a 400, not a
+ * recursion through whatever nesting a body sends (thousands of `[` overflowed the stack). */
+function flatten(data: unknown, depth: number): unknown[] {
+  let level: unknown[] = [data];
+  for (let d = 0; d < depth; d++) {
+    const next: unknown[] = [];
+    for (const x of level) {
+      if (Array.isArray(x)) next.push(...x);
+      else next.push(x);
+    }
+    level = next;
+  }
+  if (level.some((x) => Array.isArray(x))) throw new DqError('DQ_ERR_OIP_INVALID_INPUT', `data nests deeper than a shape of ${depth} dimension${depth === 1 ? '' : 's'}`);
+  return level;
 }
 
 /** A JSON BYTES element: a base64 string (default), `{"b64": "..."}`, or a UTF-8 string when dqserve_base64 is false. */

@@ -107,6 +107,22 @@ describe('DynamicBatcher', () => {
     }
   });
 
+  it('admit holds queue room during decoding: a request that will not fit is refused before it is decoded', async () => {
+    const engine = new FakeEngine();
+    const b = new DynamicBatcher(engine, { ...opts, maxQueueSize: 4 });
+    const decoding = b.admit(3);
+    expect(() => b.admit(2)).toThrow(expect.objectContaining({ code: 'DQ_ERR_QUEUE_FULL', retryAfterS: 2, detail: expect.stringContaining('3 being decoded') }));
+    const small = b.admit(1);
+    small.cancel();
+    small.cancel(); // releasing twice frees the room once
+    const xs = samples(engine, 3);
+    const answers = await decoding.submit(xs, dyn, 1000);
+    expect(answers).toHaveLength(3);
+    b.admit(4).cancel(); // all the room is back
+    await b.drain();
+    expect(() => b.admit(1)).toThrow(expect.objectContaining({ code: 'DQ_ERR_SERVER_SHUTTING_DOWN' }));
+  });
+
   it('drain finishes accepted work, then refuses new samples', async () => {
     const engine = new FakeEngine(undefined, { batchDelayMs: 30 });
     const b = new DynamicBatcher(engine, { ...opts, maxBatchSize: 2 });

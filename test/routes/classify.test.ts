@@ -198,3 +198,25 @@ describe('bad input never hurts the server', () => {
     expect((await fetch(`${url}/docs`)).status).toBeLessThan(400);
   });
 });
+
+describe('admission before work', () => {
+  it('with the queue full, a request is refused with 503 + Retry-After before its image is decoded', async () => {
+    // one image at a time, 400 ms each, one waiting: the third request finds no room
+    const busy = await startTestServer({ fakeEngineDelayMs: 400, maxBatchSize: 1, maxQueueSize: 1, instanceCount: 1, maxQueueDelayMicroseconds: 0 });
+    try {
+      const running = postImage(busy.url, rocket);
+      await new Promise((r) => setTimeout(r, 100));
+      const waiting = postImage(busy.url, rocket);
+      await new Promise((r) => setTimeout(r, 100));
+      // not an image at all: a decode would answer 415, admission answers first
+      const refused = await postImage(busy.url, Buffer.from('not an image'));
+      expect(refused.status).toBe(503);
+      expect(refused.json.code).toBe('DQ_ERR_QUEUE_FULL');
+      expect(refused.headers.get('retry-after')).toBe('1');
+      expect([(await running).status, (await waiting).status]).toEqual([200, 200]);
+      expect((await postImage(busy.url, Buffer.from('not an image'))).status).toBe(415); // with room again
+    } finally {
+      await busy.close();
+    }
+  });
+});
