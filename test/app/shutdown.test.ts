@@ -74,3 +74,34 @@ describe('SIGTERM', () => {
     await pending;
   }, 60_000);
 });
+
+describe('npm start', () => {
+  it('stops the server when npm itself gets SIGTERM (what a shell, a process manager or an IDE sends): no orphan', async () => {
+    const npm = spawn('npm', ['start', '--silent', '--', '--engine', 'fake'], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, DQSERVE_PORT: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('npm start did not report listening')), 30_000);
+      createInterface({ input: npm.stdout! }).on('line', (line) => {
+        const m = /"url":"(http:[^"]+)"/.exec(line);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
+      });
+    });
+    expect((await fetch(`${url}/v2/health/live`)).status).toBe(200);
+    const gone = exited(npm);
+    npm.kill('SIGTERM');
+    await gone;
+    // the server drains and exits with npm: nothing answers on its port any more
+    let answered = true;
+    for (let i = 0; i < 50 && answered; i++) {
+      answered = await fetch(`${url}/v2/health/live`).then(() => true, () => false);
+      if (answered) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(answered).toBe(false);
+  }, 60_000);
+});
