@@ -86,7 +86,8 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
     return new ModelRegistry([p]);
   }
   const root = resolve(config.modelRepository);
-  const refs = (await findBundles(root)).filter((r) => config.model === undefined || r.name === config.model);
+  const skip = (dir: string) => log.warn({ dir }, 'version folder without manifest.json: not served');
+  const refs = (await findBundles(root, skip)).filter((r) => config.model === undefined || r.name === config.model);
   if (refs.length === 0) {
     throw new DqError('DQ_ERR_MODEL_NOT_FOUND', `no bundle${config.model ? ` for ${config.model}` : ''} under ${root}`);
   }

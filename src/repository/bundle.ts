@@ -19,8 +19,9 @@ export interface BundleRef {
   readonly dir: string;
 }
 
-/** Every <name>/<version>/manifest.json under `root`, sorted by name then version. */
-export async function findBundles(root: string): Promise<BundleRef[]> {
+/** Every <name>/<version>/manifest.json under `root`, sorted by name then version; `onSkip` hears of a version
+ * folder without a manifest (an export that did not finish, a copy gone wrong). */
+export async function findBundles(root: string, onSkip?: (dir: string) => void): Promise<BundleRef[]> {
   const refs: BundleRef[] = [];
   const names = await readdir(root, { withFileTypes: true }).catch(() => []);
   for (const n of names) {
@@ -30,6 +31,7 @@ export async function findBundles(root: string): Promise<BundleRef[]> {
       if (!v.isDirectory() || !/^[1-9][0-9]*$/.test(v.name)) continue;
       const dir = join(root, n.name, v.name);
       if (await isFile(join(dir, 'manifest.json'))) refs.push({ name: n.name, version: Number(v.name), dir });
+      else onSkip?.(dir);
     }
   }
   return refs.sort((a, b) => (a.name === b.name ? a.version - b.version : a.name < b.name ? -1 : 1));

@@ -153,6 +153,8 @@ describe('POST /v2/models/{m}/infer', () => {
     ['a bad knob', { ...jsonInput([rocket]), parameters: { dqserve_knob: 'high' } }, undefined, 400, 'DQ_ERR_REQUEST_INVALID_PARAMETER'],
     ['a non-candidate precision', { ...jsonInput([rocket]), parameters: { dqserve_precision: 8 } }, undefined, 400, 'DQ_ERR_REQUEST_INVALID_PARAMETER'],
     ['a header length beyond the body', '{}', { 'content-type': 'application/octet-stream', 'inference-header-content-length': '999' }, 400, 'DQ_ERR_OIP_BINARY_INVALID'],
+    // (HTTP itself trims spaces around a header value)
+    ...['', '0x2', '2e0', '-0', '2.0'].map((h): [string, unknown, Record<string, string>, number, string] => [`a header length of ${JSON.stringify(h)}`, '{}', { 'content-type': 'application/octet-stream', 'inference-header-content-length': h }, 400, 'DQ_ERR_OIP_BINARY_INVALID']),
     [
       'binary_data_size that disagrees with the body',
       Buffer.concat([Buffer.from(BINARY_HEADER), Buffer.alloc(10)]),

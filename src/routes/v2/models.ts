@@ -109,7 +109,10 @@ function parseInferBody(request: FastifyRequest, body: Buffer): unknown {
     if (body.length === 0) throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
     return parseJson(body);
   }
-  const length = Number(Array.isArray(header) ? header[0] : header);
+  const text = Array.isArray(header) ? header.join(',') : header;
+  // digits only: Number() would also take '', ' 10', '0x10' and '1e3'
+  if (!/^[0-9]{1,15}$/.test(text)) throw new DqError('DQ_ERR_OIP_BINARY_INVALID', `Inference-Header-Content-Length ${JSON.stringify(text.slice(0, 20))} is not a byte count`);
+  const length = Number(text);
   if (body.length === 0) throw new DqError('DQ_ERR_REQUEST_EMPTY_BODY');
   if (length === 0) {
     const { request: synthetic, binary } = rawBodyRequest(body);
