@@ -58,7 +58,7 @@ export function defineMetrics(options: MetricsOptions) {
     }),
     phaseDuration: new Histogram({
       name: 'dqserve_phase_duration_seconds',
-      help: 'Time per phase: preprocess (per request: decode, resize, normalise), controller (per batch: stem + bit-controller), layers (per batch: dynamic layers + head)',
+      help: 'Time per phase: preprocess (per request: decode, resize), controller (per batch: the stem graph, fixed layers + bit-controller; 0 for a static model), layers (per batch: the body graph, dynamic layers + head; the whole graph for a static model)',
       labelNames: [...MV, 'phase'],
       buckets: SECONDS,
       ...r,
