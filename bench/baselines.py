@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from training import int8  # noqa: E402
 from training.data import load_split  # noqa: E402
 from training.export import CALIBRATION_IMAGES  # noqa: E402
-from training.onnx_export import MS, Graph, _only  # noqa: E402
+from training.onnx_export import MS, Graph  # noqa: E402
 
 SOURCE = ROOT / "training" / "format1-bundles" / "resnet20_w4_4"
 F32 = onnx.TensorProto.FLOAT
@@ -62,20 +62,16 @@ def float_levels(net: int8.Net) -> onnx.ModelProto:
 
     x = _stem(g, net)
     for blk in net.blocks:
-        h = g.op("Relu", [conv(x, _only(blk.conv1))])
-        sc = x if blk.shortcut is None else conv(x, _only(blk.shortcut))
-        x = g.op("Relu", [g.op("Add", [conv(h, _only(blk.conv2)), sc])])
+        h = g.op("Relu", [conv(x, blk.conv1.only)])
+        sc = x if blk.shortcut is None else conv(x, blk.shortcut.only)
+        x = g.op("Relu", [g.op("Add", [conv(h, blk.conv2.only), sc])])
     return _finish(g, net, x)
 
 
 def int8_plain(net: int8.Net, calib_u8: torch.Tensor) -> onnx.ModelProto:
-    """Float weights W = m * mul * rate (the conv on clipped inputs, BN folded), quantized per output channel."""
-    rec = {}
-    L = len(net.dynamic_layers)
-    with torch.no_grad():
-        for i in range(0, len(calib_u8), 250):
-            int8.forward_float(net, calib_u8[i:i + 250], torch.full((len(calib_u8[i:i + 250]), L), net.candidates[0]), rec)
-    top = {k: max(float(t.abs().max()) for t in v) for k, v in rec.items()}
+    """Float weights W = m * mul * rate (the conv on clipped inputs, BN folded), quantized per output channel;
+    activation scales from int8.calibrate, the bundles' own rule."""
+    int8.calibrate(net, calib_u8, [torch.full((len(calib_u8), len(net.dynamic_layers)), net.candidates[0])])
     g = Graph("int8")
     s_in = float(int8.f32(1 / 255))  # conv inputs: the network's [0, 1] clip on 256 levels
 
@@ -91,22 +87,21 @@ def int8_plain(net: int8.Net, calib_u8: torch.Tensor) -> onnx.ModelProto:
                     domain=MS, channels_last=1, kernel_shape=[k, k], strides=[q.stride] * 2, pads=[q.pad] * 4)
 
     x = g.op("Transpose", [_stem(g, net)], perm=[0, 2, 3, 1])
-    s_r = float(int8.f32(top["stem"] / 255))
+    s_r = net.s_stem
     r = g.op("QuantizeLinear", [x, g.scalar(s_r), g.u8(0)])
     a = g.op("QuantizeLinear", [x, g.scalar(s_in), g.u8(0)])  # saturates at 255 = the clip at 1
     for i, blk in enumerate(net.blocks):
-        h = qconv(a, _only(blk.conv1), s_in, 0)
-        s_z = float(int8.f32(top[f"z{i}"] / 127))
-        z = qconv(h, _only(blk.conv2), s_z, 128)
+        h = qconv(a, blk.conv1.only, s_in, 0)
+        s_z = blk.s_z
+        z = qconv(h, blk.conv2.only, s_z, 128)
         if blk.shortcut is None:
             sc, s_sc, z_sc = r, s_r, 0
         else:
-            s_sc, z_sc = float(int8.f32(top[f"sc{i}"] / 127)), 128
-            sc = qconv(a, _only(blk.shortcut), s_sc, z_sc)
-        s_out = float(int8.f32(top[f"out{i}"] / 255))
-        r = g.qadd(z, s_z, 128, sc, s_sc, z_sc, s_out)
+            s_sc, z_sc = blk.s_sc, 128
+            sc = qconv(a, blk.shortcut.only, s_sc, z_sc)
+        r = g.qadd(z, s_z, 128, sc, s_sc, z_sc, blk.s_out)
         a = g.qadd(z, s_z, 128, sc, s_sc, z_sc, s_in)
-        s_r = s_out
+        s_r = blk.s_out
     features = g.op("Transpose", [g.op("DequantizeLinear", [r, g.scalar(s_r), g.u8(0)])], perm=[0, 3, 1, 2])
     return _finish(g, net, features)
 

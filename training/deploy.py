@@ -29,30 +29,31 @@ class Folded:
     rate: Optional[torch.Tensor]  # float32 scalar: levels / clip
 
 
-def _f32(x) -> torch.Tensor:
+def f32(x) -> torch.Tensor:
+    """float64 arithmetic rounded once to float32: how every deployed constant is made."""
     return torch.as_tensor(x, dtype=torch.float64).to(torch.float32)
 
 
 def clip_rate(clip: float, bits: int):
     """The input quantizer's float32 constants: clip, and rate = (2^b - 1) / clip."""
-    return _f32(clip), _f32(levels(bits) / clip)
+    return f32(clip), f32(levels(bits) / clip)
 
 
 @torch.no_grad()
 def fold(conv, bn, bits: int) -> Folded:
     scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    bias = _f32(bn.bias.double() - bn.running_mean.double() * scale)
+    bias = f32(bn.bias.double() - bn.running_mean.double() * scale)
     w = conv.weight.detach()
     if bits >= FP_BITS:
-        return Folded(_f32(w.double() * scale[:, None, None, None]), bias, None, None, None)
+        return Folded(f32(w.double() * scale[:, None, None, None]), bias, None, None, None)
     n = levels(bits)
     if conv.act is None:  # an 8-bit stem: the normalised 8-bit image is its input, weights quantized only
-        return Folded(_f32(dorefa_weight(w, bits).double() * scale[:, None, None, None]), bias, None, None, None)
+        return Folded(f32(dorefa_weight(w, bits).double() * scale[:, None, None, None]), bias, None, None, None)
     clip, rate = clip_rate(conv.act.clip_value(), bits)
     if bits >= 8:  # numerators up to +-255: products no longer sum exactly in float32
         wf = dorefa_weight(w, bits).double() * scale[:, None, None, None] / float(rate)
-        return Folded(_f32(wf), bias, None, clip, rate)
-    mul = _f32(scale / (float(rate) * n))
+        return Folded(f32(wf), bias, None, clip, rate)
+    mul = f32(scale / (float(rate) * n))
     return Folded(dorefa_weight_int(w, bits).to(torch.float32), bias, mul, clip, rate)
 
 

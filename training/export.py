@@ -135,7 +135,7 @@ def build_manifest(dep: Deployable, ev: Dict, test: Split, name: str, version: i
     return manifest
 
 
-def _f32(values: np.ndarray) -> List:
+def _exact_floats(values: np.ndarray) -> List:
     """float32 values as the shortest decimals that read back to the same float32 (exact comparisons)."""
     return [[float(repr(v)) for v in row] for row in values.astype(np.float32)]
 
@@ -159,7 +159,7 @@ def export_bundle(dep: Deployable, test: Split, out: Path, name: str, version: i
     per = ev["_per_image"]
     cands = dep.bits["candidates"]
     reference = {"images": ev["images"], "order": test.names, "top1": per["top1"].tolist(),
-                 "bits": _bit_strings(per["bits"], cands), "logits": _f32(per["logits"]),
+                 "bits": _bit_strings(per["bits"], cands), "logits": _exact_floats(per["logits"]),
                  "knobs": [{"knob": k, "top1": per["knobs"][k][0].argmax(1).tolist(),
                             "bits": _bit_strings(per["knobs"][k][1].numpy(), cands)}
                            for k in REFERENCE_KNOBS if k in per["knobs"]]}

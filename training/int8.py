@@ -23,14 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .deploy import f32, fake_quant
 from .quant import levels
 
 Z_ZERO = 128  # zero point of signed tensors (conv outputs before a residual add): a power of two keeps F exact
 MAX_BITS = 7  # numerators |m| <= 2^b - 1 must fit int8
-
-
-def f32(x) -> torch.Tensor:
-    return torch.as_tensor(x, dtype=torch.float64).to(torch.float32)
 
 
 @dataclass
@@ -69,6 +66,11 @@ class Layer:
     kind: str  # 'fixed' or 'dynamic'
     convs: Dict[int, QConv]  # by bits; one entry unless dynamic
 
+    @property
+    def only(self) -> QConv:
+        """The conv of a layer that runs at one bit-width (fixed, or in a static net)."""
+        return next(iter(self.convs.values()))
+
 
 @dataclass
 class Block:
@@ -93,8 +95,7 @@ class Dense:
         """`double`: the products summed in float64, then rounded once to float32 (the classifier: its logits then
         do not depend on the summation order of one BLAS kernel or another)."""
         if self.bits is not None:
-            rate = f32(levels(self.bits) / self.clip)
-            x = torch.round(torch.clamp(x, min=0.0, max=float(f32(self.clip))) * rate) / rate
+            x = fake_quant(x, self.clip, self.bits)
         if double:
             return F.linear(x.double(), self.weight.double(), self.bias.double()).float()
         return F.linear(x, self.weight, self.bias)
@@ -346,7 +347,7 @@ def _block(blk: Block, a1: torch.Tensor, r_in: torch.Tensor, s_in: float, a_sc: 
     z = qconv(h, c2, blk.s_z, Z_ZERO)
     if blk.shortcut is None:
         return z, r_in, s_in, 0
-    return z, qconv(a_sc, next(iter(blk.shortcut.convs.values())), blk.s_sc, Z_ZERO), blk.s_sc, Z_ZERO
+    return z, qconv(a_sc, blk.shortcut.only, blk.s_sc, Z_ZERO), blk.s_sc, Z_ZERO
 
 
 def _levels_from_add(blk: Block, z, sc, s_sc, z_sc, q: QConv) -> torch.Tensor:
@@ -358,30 +359,21 @@ def forward_stem(net: Net, images_u8: torch.Tensor) -> Tuple[StemState, Optional
     x = stem_float(net, normalize(net, images_u8))
     r, s_r = quantize(x, net.s_stem), net.s_stem
     first = net.blocks[0]
-    a1 = clamp_levels(quantize(x, first.conv1.convs[_only(first.conv1)].step), _only(first.conv1))
+    a1 = clamp_levels(quantize(x, first.conv1.only.step), first.conv1.only.bits)
     a_sc = None
     if first.shortcut is not None:
-        q = next(iter(first.shortcut.convs.values()))
+        q = first.shortcut.only
         a_sc = clamp_levels(quantize(x, q.step), q.bits)
     for i in range(net.fixed_blocks):
         blk = net.blocks[i]
-        z, sc, s_sc, z_sc = _block(blk, a1, r, s_r, a_sc, _only(blk.conv1), _only(blk.conv2))
-        if i == net.fixed_blocks - 1:
-            r = qadd(z, blk.s_z, Z_ZERO, sc, s_sc, z_sc, blk.s_out)
-            state = StemState(z, sc, r)
-            break
-        nxt = net.blocks[i + 1]
-        r_new = qadd(z, blk.s_z, Z_ZERO, sc, s_sc, z_sc, blk.s_out)
-        a1 = _levels_from_add(blk, z, sc, s_sc, z_sc, nxt.conv1.convs[_only(nxt.conv1)])
-        a_sc = (_levels_from_add(blk, z, sc, s_sc, z_sc, next(iter(nxt.shortcut.convs.values())))
-                if nxt.shortcut is not None else None)
-        r, s_r = r_new, blk.s_out
-    ctl = controller_logits(net, state.features, net.blocks[net.fixed_blocks - 1].s_out) if net.controller else None
-    return state, ctl
-
-
-def _only(layer: Layer) -> int:
-    return next(iter(layer.convs))
+        z, sc, s_sc, z_sc = _block(blk, a1, r, s_r, a_sc, blk.conv1.only.bits, blk.conv2.only.bits)
+        if i + 1 < net.fixed_blocks:  # the next fixed block's inputs, from this block's add operands
+            nxt = net.blocks[i + 1]
+            a1 = _levels_from_add(blk, z, sc, s_sc, z_sc, nxt.conv1.only)
+            a_sc = _levels_from_add(blk, z, sc, s_sc, z_sc, nxt.shortcut.only) if nxt.shortcut is not None else None
+        r, s_r = qadd(z, blk.s_z, Z_ZERO, sc, s_sc, z_sc, blk.s_out), blk.s_out
+    state = StemState(z, sc, r)
+    return state, controller_logits(net, r, s_r) if net.controller else None
 
 
 def pooled_mean(features: torch.Tensor, pool: int) -> torch.Tensor:
@@ -411,7 +403,7 @@ def forward_body(net: Net, state: StemState, bits: torch.Tensor) -> torch.Tensor
         b1s, b2s = bits[:, 2 * j], bits[:, 2 * j + 1]
         a_sc = None
         if blk.shortcut is not None:
-            a_sc = _levels_from_add(prev, z, sc, prev_sc_scale, prev_sc_zero, next(iter(blk.shortcut.convs.values())))
+            a_sc = _levels_from_add(prev, z, sc, prev_sc_scale, prev_sc_zero, blk.shortcut.only)
         z_new = torch.empty((len(bits),) + _out_shape(blk, z))
         sc_new = torch.empty_like(z_new)
         for b1 in torch.unique(b1s).tolist():
@@ -436,7 +428,7 @@ def _sc_quant(net: Net, i: int) -> Tuple[float, int]:
 
 
 def _out_shape(blk: Block, z: torch.Tensor) -> Tuple[int, ...]:
-    q = next(iter(blk.conv1.convs.values()))
+    q = blk.conv1.only
     c, h, w = z.shape[1:]
     return (q.m.shape[0], (h + 2 * q.pad - q.m.shape[2]) // q.stride + 1, (w + 2 * q.pad - q.m.shape[3]) // q.stride + 1)
 
@@ -475,8 +467,8 @@ def forward_float(net: Net, images_u8: torch.Tensor, bits: torch.Tensor, record:
             b1s, b2s = bits[:, li], bits[:, li + 1]
             li += 2
         else:
-            b1s = torch.full((len(x),), _only(blk.conv1))
-            b2s = torch.full((len(x),), _only(blk.conv2))
+            b1s = torch.full((len(x),), blk.conv1.only.bits)
+            b2s = torch.full((len(x),), blk.conv2.only.bits)
         for b1 in torch.unique(b1s).tolist():
             for b2 in torch.unique(b2s).tolist():
                 idx = ((b1s == b1) & (b2s == b2)).nonzero(as_tuple=True)[0]
@@ -484,7 +476,7 @@ def forward_float(net: Net, images_u8: torch.Tensor, bits: torch.Tensor, record:
                     continue
                 h = F.relu(_float_conv(x[idx], blk.conv1.convs[int(b1)]))
                 z = _float_conv(h, blk.conv2.convs[int(b2)])
-                sc = x[idx] if blk.shortcut is None else _float_conv(x[idx], next(iter(blk.shortcut.convs.values())))
+                sc = x[idx] if blk.shortcut is None else _float_conv(x[idx], blk.shortcut.only)
                 zs[idx], scs[idx] = z, sc
         x = F.relu(zs + scs)
         rec.setdefault(f"z{i}", []).append(zs)

@@ -120,10 +120,6 @@ class Operands:
         return g.qadd(self.z, self.s_z, Z_ZERO, self.sc, self.s_sc, self.z_sc, s_out)
 
 
-def _only(layer) -> QConv:
-    return next(iter(layer.convs.values()))
-
-
 def _stem(g: Graph, net: Net, image: str) -> Tuple[str, str, Optional[str], float]:
     """uint8 NHWC image -> normalised float NCHW -> float stem conv -> the first block's inputs (NHWC uint8):
     residual (scale s_stem), conv1 levels, shortcut levels (or None)."""
@@ -145,28 +141,28 @@ def _stem(g: Graph, net: Net, image: str) -> Tuple[str, str, Optional[str], floa
         return g.op("Transpose", [y], perm=[0, 2, 3, 1])
 
     first = net.blocks[0]
-    c1 = _only(first.conv1)
+    c1 = first.conv1.only
     a_sc = None
     if first.shortcut is not None:
-        a_sc = q(float(_only(first.shortcut).step), _only(first.shortcut).bits)
+        a_sc = q(float(first.shortcut.only.step), first.shortcut.only.bits)
     return q(net.s_stem, None), q(float(c1.step), c1.bits), a_sc, net.s_stem
 
 
 def _fixed_blocks(g: Graph, net: Net, blocks: Sequence[Block], r: str, s_r: float, a1: str, a_sc: Optional[str]) -> Operands:
     """Blocks whose bits never vary, on the whole batch. Returns the last block's add operands."""
     for i, blk in enumerate(blocks):
-        c1, c2 = _only(blk.conv1), _only(blk.conv2)
+        c1, c2 = blk.conv1.only, blk.conv2.only
         h = g.clamp(g.qconv(a1, c1, float(c2.step), 0), c2.bits)
         z = g.qconv(h, c2, blk.s_z, Z_ZERO)
         if blk.shortcut is None:
             ops = Operands(z, r, blk.s_z, s_r, 0)
         else:
-            ops = Operands(z, g.qconv(a_sc, _only(blk.shortcut), blk.s_sc, Z_ZERO), blk.s_z, blk.s_sc, Z_ZERO)
+            ops = Operands(z, g.qconv(a_sc, blk.shortcut.only, blk.s_sc, Z_ZERO), blk.s_z, blk.s_sc, Z_ZERO)
         if i + 1 < len(blocks):
             nxt = blocks[i + 1]
             r, s_r = ops.output(g, blk.s_out), blk.s_out
-            a1 = g.levels(ops.z, ops.sc, ops, _only(nxt.conv1))
-            a_sc = g.levels(ops.z, ops.sc, ops, _only(nxt.shortcut)) if nxt.shortcut is not None else None
+            a1 = g.levels(ops.z, ops.sc, ops, nxt.conv1.only)
+            a_sc = g.levels(ops.z, ops.sc, ops, nxt.shortcut.only) if nxt.shortcut is not None else None
     return ops
 
 
@@ -197,7 +193,7 @@ def _sizes(net: Net, input_size: int) -> List[int]:
         s = (s + 2 - 3) // 2 + 1
     out = [s]
     for blk in net.blocks:
-        q = _only(blk.conv1)
+        q = blk.conv1.only
         s = (s + 2 * q.pad - q.m.shape[2]) // q.stride + 1
         out.append(s)
     return out
@@ -261,7 +257,7 @@ def body_graph(net: Net, size: Sequence[int]) -> onnx.ModelProto:
     s_prev_out = last.s_out
     cands = net.candidates
     for j, blk in enumerate(net.blocks[net.fixed_blocks:]):
-        a_sc = g.levels(ops.z, ops.sc, ops, _only(blk.shortcut)) if blk.shortcut is not None else None
+        a_sc = g.levels(ops.z, ops.sc, ops, blk.shortcut.only) if blk.shortcut is not None else None
         h_parts: Dict[int, List[str]] = {b2: [] for b2 in cands}
         for b1 in cands:
             rows = g.input(rows_input(j, b1), I64, [None])
@@ -277,7 +273,7 @@ def body_graph(net: Net, size: Sequence[int]) -> onnx.ModelProto:
         if blk.shortcut is None:
             new = Operands(z, ops.output(g, s_prev_out), blk.s_z, s_prev_out, 0)
         else:
-            new = Operands(z, g.qconv(a_sc, _only(blk.shortcut), blk.s_sc, Z_ZERO), blk.s_z, blk.s_sc, Z_ZERO)
+            new = Operands(z, g.qconv(a_sc, blk.shortcut.only, blk.s_sc, Z_ZERO), blk.s_z, blk.s_sc, Z_ZERO)
         ops, s_prev_out = new, blk.s_out
     _head(g, net, ops.output(g, s_prev_out), s_prev_out, _sizes(net, size[0])[-1])
     return g.model({"logits": (F32, ["N", net.fc.weight.shape[0]])})
