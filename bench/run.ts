@@ -80,6 +80,40 @@ async function preprocessing(images: Buffer[], manifest: Manifest): Promise<void
   }
 }
 
+/** What the baselines take: what a user's own code would feed them, normalised float32 NCHW (32×32 RGB bytes in). */
+function normalised(u8: Uint8Array, n: number, spec: Manifest['input']): Float32Array {
+  const f32 = new Float32Array(n * 3 * 1024);
+  for (let s = 0; s < n; s++) for (let p = 0; p < 1024; p++) for (let c = 0; c < 3; c++) {
+    f32[s * 3072 + c * 1024 + p] = ((u8[s * 3072 + p * 3 + c] as number) / 255 - (spec.mean[c] as number)) / (spec.std[c] as number);
+  }
+  return f32;
+}
+
+/** The baselines' top-1 on the whole CIFAR-10 test set, through onnxruntime-node: they are real models too. */
+async function baselineAccuracy(spec: Manifest['input'], classes: readonly string[]): Promise<Record<string, number>> {
+  const test = await cifarTest();
+  const pixels = await Promise.all(test.map((i) => preprocess(i.bytes, spec, { maxInputPixels: 1e7 })));
+  const out: Record<string, number> = {};
+  for (const m of ['int8', 'float-levels']) {
+    const s = await ort.InferenceSession.create(join(BASELINES, `${m}.onnx`));
+    let correct = 0;
+    for (let at = 0; at < test.length; at += 100) {
+      const n = Math.min(100, test.length - at);
+      const u8 = new Uint8Array(n * 3072);
+      pixels.slice(at, at + n).forEach((x, i) => u8.set(x, i * 3072));
+      const logits = (await s.run({ image: new ort.Tensor('float32', normalised(u8, n, spec), [n, 3, 32, 32]) }))['logits']?.data as Float32Array;
+      for (let i = 0; i < n; i++) {
+        const row = logits.subarray(i * 10, (i + 1) * 10);
+        if (row.indexOf(Math.max(...row)) === classes.indexOf((test[at + i] as { label: string }).label)) correct++;
+      }
+    }
+    await s.release();
+    out[m] = correct / test.length;
+    log({ baseline: m, top1: out[m] });
+  }
+  return out;
+}
+
 async function engines(images: Buffer[], dq: string, twin: string): Promise<void> {
   const load = async (dir: string) => {
     const { manifest } = await loadBundle(dir, { verifyChecksums: false });
@@ -96,11 +130,7 @@ async function engines(images: Buffer[], dq: string, twin: string): Promise<void
   for (const B of [64, 1]) {
     const u8 = new Uint8Array(B * dyn.sampleSize);
     pixels.slice(0, B).forEach((x, i) => u8.set(x, i * dyn.sampleSize));
-    // the baselines take what a user's own code feeds them: normalised float32 NCHW
-    const f32 = new Float32Array(B * 3 * 1024);
-    for (let n = 0; n < B; n++) for (let p = 0; p < 1024; p++) for (let c = 0; c < 3; c++) {
-      f32[n * 3072 + c * 1024 + p] = ((u8[n * 3072 + p * 3 + c] as number) / 255 - (spec.mean[c] as number)) / (spec.std[c] as number);
-    }
+    const f32 = normalised(u8, B, spec);
     const opts = Array.from({ length: B }, () => ({ knob: 0, precision: null }));
     const session = (s: ort.InferenceSession) => async () => {
       await s.run({ image: new ort.Tensor('float32', f32, [B, 3, 32, 32]) });
@@ -226,6 +256,7 @@ async function main(): Promise<void> {
     for (const r of rows) console.log(`| ${r.scenario} | ${r.perS.toFixed(0)} | ${r.range.map((x) => x.toFixed(0)).join('–')} | ${r.p99Ms} |`);
     return;
   }
+  const top1 = await baselineAccuracy(manifest.input, manifest.classes);
   await preprocessing(images, manifest);
   await engines(images, dq, twin);
   await emptyRoute(images[0] as Buffer);
@@ -252,10 +283,11 @@ async function main(): Promise<void> {
   const meta = { date: new Date().toISOString(), host: hostname(), cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, durationS: DURATION_S, rounds: ROUNDS, connections: CONNECTIONS, loadavgAtEnd: loadavg() };
   const dir = join(REPO_ROOT, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, `${meta.date.slice(0, 10)}-${meta.host}.json`), JSON.stringify({ meta, rows, ceiling, ratios }, null, 2) + '\n');
+  writeFileSync(join(dir, `${meta.date.slice(0, 10)}-${meta.host}.json`), JSON.stringify({ meta, baselineTop1: top1, rows, ceiling, ratios }, null, 2) + '\n');
   console.log(`Machine: ${meta.cpus} × ${meta.cpu}, Node ${meta.node}; ${ROUNDS} rounds, taking turns; load average at the end ${meta.loadavgAtEnd.map((x) => x.toFixed(2)).join(' ')}.\n`);
   console.log('| ratio | value |\n|---|---|');
   for (const [k, v] of ratios) console.log(`| ${k} | ${v.toFixed(2)} |`);
+  console.log(`\nBaselines' top-1 on the CIFAR-10 test set: plain int8 ${(100 * (top1['int8'] as number)).toFixed(2)}%, format-1 arithmetic ${(100 * (top1['float-levels'] as number)).toFixed(2)}%.`);
   console.log(`\nCombined stage ceiling: ${coreMs.toFixed(3)} core-ms per image → ${ceiling.toFixed(0)} images/s on 2 cores.\n`);
   console.log('| scenario | setting | per s (median) | range | p99 ms | errors |\n|---|---|---|---|---|---|');
   for (const r of rows) console.log(`| ${r.scenario} | ${r.setting} | ${r.perS.toFixed(0)} | ${r.range.map((x) => x.toFixed(0)).join('–')} | ${r.p99Ms ?? '–'} | ${r.errors ?? '–'} |`);
