@@ -7,7 +7,6 @@ padding, horizontal flip) runs as tensor ops on whatever device holds the data, 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
@@ -18,10 +17,12 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from . import preprocess
+
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the evaluation transform of training/preprocess.py
 
 
 class DataError(Exception):
@@ -53,30 +54,12 @@ class Split:
 
 
 # ---- decoding ---------------------------------------------------------------------------------------
-def eval_transform(img, size: int = 32):
-    """The evaluation transform recorded in the manifest: RGB, resize the shorter side to `size`
-    (bilinear), centre-crop size x size. 32x32 CIFAR images pass through untouched."""
-    from PIL import Image
-
-    img = img.convert("RGB")
-    if img.size != (size, size):
-        w, h = img.size
-        s = size / min(w, h)
-        img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
-        w, h = img.size
-        left, top = (w - size) // 2, (h - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-
-
 def decode_image(data: bytes, size: int = 32) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
+    """One encoded image -> uint8 (3, size, size), by the evaluation transform (training/preprocess.py)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return eval_transform(img, size)
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot decode image: {e}") from e
+        return preprocess.decode_image(data, size)
+    except preprocess.DecodeError as e:
+        raise DataError(str(e)) from e
 
 
 def _decode_many(blobs: Sequence[bytes]) -> np.ndarray:

@@ -1,10 +1,14 @@
-// Encoded image -> uint8 RGB HWC at the model's size, as manifest.input says (the evaluation transform used by
-// `training evaluate`): EXIF orientation, sRGB, alpha flattened on white, resize the shorter side, center crop.
+// Encoded image -> uint8 RGB HWC at the model's size, bit for bit the evaluation transform of
+// training/preprocess.py (the contract in docs/model-bundle.md, checked by the vectors in test/fixtures/preprocess):
+// first frame, EXIF orientation, ICC profiles ignored, 16-bit to its high byte, grey replicated, alpha flattened
+// on white, Pillow's bilinear resize of the shorter side, torchvision's centre crop. libvips decodes; the
+// flatten and the resize are ours, because libvips rounds the one and filters the other differently.
 // The model's graph normalises the pixels itself (/scale, -mean, /std), so they travel as bytes.
 import { imageSize } from 'image-size';
-import sharp, { type KernelEnum } from 'sharp';
+import sharp from 'sharp';
 import { DqError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
+import { resizeBilinear } from './resample.js';
 
 export type InputSpec = Manifest['input'];
 
@@ -29,15 +33,6 @@ sharp.cache(false);
 sharp.block({ operation: ['VipsForeignLoad'] });
 sharp.unblock({ operation: ALLOWED_LOADERS });
 
-const KERNELS: Record<string, KernelEnum[keyof KernelEnum]> = {
-  nearest: 'nearest',
-  bilinear: 'linear',
-  linear: 'linear',
-  bicubic: 'cubic',
-  cubic: 'cubic',
-  lanczos: 'lanczos3',
-};
-
 export interface Rgb8 {
   readonly data: Buffer;
   readonly width: number;
@@ -45,7 +40,7 @@ export interface Rgb8 {
 }
 
 /**
- * Decodes to 8-bit sRGB, 3 channels, orientation applied, alpha flattened on white. With `spec`, the header's
+ * Decodes to 8-bit RGB, 3 channels, orientation applied, alpha flattened on white. With `spec`, the header's
  * size is checked against the resize first (workingSize): a 2×12000000 PNG of 0.5 MB would take seconds to decode.
  */
 export async function decodeRgb(image: Buffer, limits: PreprocessLimits, spec?: InputSpec): Promise<Rgb8> {
@@ -55,17 +50,30 @@ export async function decodeRgb(image: Buffer, limits: PreprocessLimits, spec?: 
       const size = headerSize(image);
       if (size) workingSize(size.width, size.height, spec, limits);
     }
-    const { data, info } = await sharp(image, { limitInputPixels: limits.maxInputPixels, failOn: 'warning', pages: 1 })
+    const { data, info } = await sharp(image, { limitInputPixels: limits.maxInputPixels, failOn: 'warning', pages: 1, ignoreIcc: true })
       .rotate()
-      .flatten({ background: '#ffffff' })
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
+    if (info.channels === 4) return { data: flattenOnWhite(data), width: info.width, height: info.height };
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
     return { data, width: info.width, height: info.height };
   } catch (err) {
     throw decodeError(err);
   }
+}
+
+/** RGBA -> RGB over white, (c·a + 255·(255 − a) + 127) / 255 rounded down: exact integers, as training's numpy. */
+export function flattenOnWhite(rgba: Buffer): Buffer {
+  const out = Buffer.allocUnsafe((rgba.length / 4) * 3);
+  for (let i = 0, o = 0; i < rgba.length; i += 4, o += 3) {
+    const a = rgba[i + 3]!;
+    const white = 255 * (255 - a) + 127;
+    out[o] = Math.floor((rgba[i]! * a + white) / 255);
+    out[o + 1] = Math.floor((rgba[i + 1]! * a + white) / 255);
+    out[o + 2] = Math.floor((rgba[i + 2]! * a + white) / 255);
+  }
+  return out;
 }
 
 /**
@@ -111,24 +119,17 @@ export function centerCropOffset(size: number, crop: number): number {
 }
 
 /**
- * Resize and crop per the manifest in one libvips pipeline, which computes only the pixels the crop keeps: a
- * 1×500000 strip resizes to 32×16000000 in a few ms instead of materialising half a gigabyte. The resized image
- * counts against the pixel limit like the decoded one (an aspect ratio beyond limit / side² is refused).
- * An image that already has the target geometry is left untouched.
+ * Resize and crop per the manifest, computing only the pixels the crop keeps: a 1×500000 strip "resizes" to
+ * 32×16000000 in a few ms instead of materialising half a gigabyte. The resized image counts against the pixel
+ * limit like the decoded one (an aspect ratio beyond limit / side² is refused). An image that already has the
+ * target geometry is left untouched.
  */
 export async function fitToInput(img: Rgb8, spec: InputSpec, limits: PreprocessLimits): Promise<Rgb8> {
   const [ch, cw] = spec.crop ? spec.crop.size : spec.size;
-  const resize = spec.resize && Math.min(img.width, img.height) !== spec.resize.shorter_side ? spec.resize : null;
   const [w, h] = workingSize(img.width, img.height, spec, limits);
   if (w === cw && h === ch && w === img.width && h === img.height) return checkSize(img, spec);
-  let pipeline = sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } });
-  if (w !== img.width || h !== img.height) pipeline = pipeline.resize(w, h, { fit: 'fill', kernel: resize ? (KERNELS[resize.interpolation.toLowerCase()] ?? 'linear') : undefined });
-  if (w !== cw || h !== ch) pipeline = pipeline.extract({ left: centerCropOffset(w, cw), top: centerCropOffset(h, ch), width: cw, height: ch });
-  try {
-    return checkSize({ data: await pipeline.raw().toBuffer(), width: cw, height: ch }, spec);
-  } catch (err) {
-    throw decodeError(err);
-  }
+  const window = { left: centerCropOffset(w, cw), top: centerCropOffset(h, ch), width: cw, height: ch };
+  return checkSize({ data: await resizeBilinear(img.data, img.width, img.height, w, h, window), width: cw, height: ch }, spec);
 }
 
 /** The size an image is resized to before the crop, refused over the pixel limit (symmetric in w and h, so

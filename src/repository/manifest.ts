@@ -51,7 +51,8 @@ export const ManifestSchema = Type.Object({
     mean: Type.Tuple([Num, Num, Num]),
     std: Type.Tuple([Num, Num, Num]),
     resize: Type.Union([
-      Type.Object({ shorter_side: Type.Integer({ minimum: 1 }), interpolation: Type.String() }),
+      // Pillow's BILINEAR is the one filter the server reproduces exactly (src/preprocess/resample.ts)
+      Type.Object({ shorter_side: Type.Integer({ minimum: 1 }), interpolation: Type.Literal('bilinear') }),
       Type.Null(),
     ]),
     crop: Type.Union([

@@ -4,6 +4,7 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { fakeManifest } from '../../src/engine/fake-manifest.js';
 import { centerCropOffset, decodeRgb, fitToInput, preprocess, resizedSize } from '../../src/preprocess/preprocess.js';
+import { resizeBilinear } from '../../src/preprocess/resample.js';
 import { cifarSample } from '../helpers/cifar.js';
 import { PHOTOS_DIR } from '../helpers/paths.js';
 
@@ -75,15 +76,26 @@ describe('preprocess', () => {
     expect((await decodeRgb(grey, limits)).data.length).toBe(640 * 427 * 3);
   });
 
-  it('resizes and crops a long strip to the same pixels as a full resize then crop, computing only the crop', async () => {
-    // 3×60000 of noise resizes to 32×640000 (20.5 M pixels, under the limit); only the central 32×32 is computed.
-    const noise = Buffer.from(Array.from({ length: 3 * 60_000 * 3 }, (_, i) => (i * 2654435761) % 251));
-    const strip = { data: noise, width: 3, height: 60_000 };
-    const full = await sharp(noise, { raw: { width: 3, height: 60_000, channels: 3 } }).resize(32, 640_000, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
-    const top = centerCropOffset(640_000, 32);
-    const rgb = await fitToInput(strip, spec, limits);
+  it.each([[3, 6000], [6000, 3], [641, 427], [20, 13]])('computes only the crop of a %i×%i resize, with the full resize\'s pixels', async (w, h) => {
+    const noise = Buffer.from(Array.from({ length: w * h * 3 }, (_, i) => (i * 2654435761) % 251));
+    const [rw, rh] = resizedSize(w, h, 32);
+    const full = await resizeBilinear(noise, w, h, rw, rh, { left: 0, top: 0, width: rw, height: rh });
+    const left = centerCropOffset(rw, 32);
+    const top = centerCropOffset(rh, 32);
+    const crop = Buffer.concat(Array.from({ length: 32 }, (_, y) => full.subarray(((top + y) * rw + left) * 3, ((top + y) * rw + left + 32) * 3)));
+    const rgb = await fitToInput({ data: noise, width: w, height: h }, spec, limits);
     expect([rgb.width, rgb.height]).toEqual([32, 32]);
-    expect(Buffer.compare(rgb.data, full.subarray(top * 32 * 3, (top + 32) * 32 * 3))).toBe(0);
+    expect(Buffer.compare(rgb.data, crop)).toBe(0);
+  });
+
+  it('yields to the event loop during a large resize', async () => {
+    const big = Buffer.alloc(2000 * 1500 * 3, 7); // ~14 M multiply-adds: several turns of the loop
+    let turns = 0;
+    const tick = setInterval(() => turns++, 0);
+    const out = await resizeBilinear(big, 2000, 1500, 42, 32, { left: 5, top: 0, width: 32, height: 32 });
+    clearInterval(tick);
+    expect(out.every((v) => v === 7)).toBe(true);
+    expect(turns).toBeGreaterThan(2);
   });
 
   it('refuses an image whose resize would exceed the pixel limit, decoded or by its header', async () => {
