@@ -1,6 +1,6 @@
 // buildApp(config, deps): plugins, then routes. No env, no listen: server.ts listens, tests use it too.
 import { randomUUID } from 'node:crypto';
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import type { Config } from './config.js';
 import { DqError } from './errors.js';
 import type { ModelRegistry } from './pipeline/model-registry.js';
@@ -18,6 +18,8 @@ import { SERVER_VERSION } from './version.js';
 export interface AppState {
   /** Set when shutdown begins: readiness fails and new requests get DQ_ERR_SERVER_SHUTTING_DOWN. */
   closing: boolean;
+  /** Requests not yet answered (so that a drain deadline can answer them before the process ends). */
+  readonly inFlight?: Set<FastifyReply>;
 }
 
 export interface AppDeps {
@@ -56,8 +58,13 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
   const ctx: RouteContext = { config, registry: deps.registry, state: deps.state ?? { closing: false }, recorder: deps.recorder ?? null };
 
   installErrorHandlers(app);
+  const inFlight = ctx.state.inFlight;
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    if (inFlight) {
+      inFlight.add(reply);
+      reply.raw.once('close', () => inFlight.delete(reply));
+    }
     if (ctx.state.closing && request.url !== '/v2/health/live') {
       return sendError(reply, new DqError('DQ_ERR_SERVER_SHUTTING_DOWN', undefined, { retryAfterS: config.retryAfterSeconds }));
     }

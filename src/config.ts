@@ -27,6 +27,8 @@ export const ConfigSchema = Type.Object({
   maxImageBytes: Int(1, 1 << 30, 10 * 1024 * 1024, 'largest image upload (bytes)'),
   maxRequestBytes: Int(1, 1 << 30, 64 * 1024 * 1024, 'largest /v2 infer body (bytes)'),
   maxInputPixels: Int(1, 2 ** 31 - 1, 25_000_000, "largest decoded image (width × height pixels), and largest image after the model's resize"),
+  maxDecodingPixels: Int(1, 2 ** 31 - 1, 25_000_000, 'pixels of images of ≥ 1 Mpx decoded at once, summed over requests (memory bound; smaller images have their own 8 Mpx)'),
+  maxRequestPixels: Int(1, 2 ** 40, 100_000_000, "pixels one request's images may declare in total"),
   maxImagesPerRequest: Int(1, 4096, 256, 'most images in one /v2 infer request'),
   drainTimeoutMs: Int(0, 600_000, 10_000, 'on SIGTERM, longest wait for accepted requests (ms)'),
   retryAfterSeconds: Int(0, 3600, 1, 'Retry-After sent with 503 responses (s)'),

@@ -3,6 +3,8 @@ import type { FastifyInstance } from 'fastify';
 import closeWithGrace from 'close-with-grace';
 import { pino, type Logger } from 'pino';
 import { buildApp, type AppState } from './app.js';
+import { DqError } from './errors.js';
+import { sendError } from './plugins/app/error-handler.js';
 import type { Config } from './config.js';
 import { PrometheusRecorder } from './metrics/prometheus-recorder.js';
 import { loadRegistry, type ModelRegistry } from './pipeline/model-registry.js';
@@ -14,6 +16,8 @@ export interface RunningServer {
   /** Resolves when every model has finished warming up (the server reports ready). */
   readonly warm: Promise<void>;
   close(): Promise<void>;
+  /** Answers every request still pending with 503 DQ_ERR_SERVER_SHUTTING_DOWN; returns how many. */
+  failPending(): number;
 }
 
 export function createLogger(config: Config): Logger {
@@ -25,7 +29,7 @@ export async function startServer(config: Config, logger: Logger = createLogger(
   const recorder = new PrometheusRecorder({ triton: config.tritonMetrics });
   const registry = await loadRegistry(config, logger, recorder);
   recorder.watch(registry.all());
-  const state: AppState = { closing: false };
+  const state: AppState = { closing: false, inFlight: new Set() };
   const app = await buildApp(config, { registry, state, recorder }, logger);
   const url = await app.listen({ host: config.host, port: config.port });
   const warm = (async () => {
@@ -41,10 +45,23 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       await app.close(); // stops accepting, waits for accepted requests
       await registry.close();
     })());
-  return { app, registry, url, warm, close };
+  const failPending = () => {
+    let n = 0;
+    for (const reply of state.inFlight ?? []) {
+      if (reply.sent) continue;
+      sendError(reply, new DqError('DQ_ERR_SERVER_SHUTTING_DOWN', 'the drain deadline passed before this request finished', { retryAfterS: config.retryAfterSeconds }));
+      n++;
+    }
+    return n;
+  };
+  return { app, registry, url, warm, close, failPending };
 }
 
-/** `dqserve serve`: start, and drain on SIGTERM/SIGINT within config.drainTimeoutMs (then exit 1). */
+/**
+ * `dqserve serve`: start, and drain on SIGTERM/SIGINT. Past config.drainTimeoutMs the requests still pending
+ * are answered 503 and, 50 ms later, the process ends by the signal it got (its default action): process.exit()
+ * would first wait for the decodes already running in libvips's threads, which cannot be cancelled.
+ */
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger(config);
   let server: RunningServer;
@@ -56,10 +73,24 @@ export async function serve(config: Config): Promise<void> {
     process.exit(1);
   }
   logger.info({ url: server.url, default_model: server.registry.defaultModel }, 'listening');
-  closeWithGrace({ delay: config.drainTimeoutMs, logger }, async ({ signal, err }) => {
+  const die = (signal: NodeJS.Signals) => {
+    process.removeAllListeners(signal);
+    process.kill(process.pid, signal);
+  };
+  closeWithGrace({ delay: false, logger, onSecondSignal: (signal) => die(signal as NodeJS.Signals) }, async ({ signal, err }) => {
     if (err) logger.error({ err }, 'closing after an error');
     logger.info({ signal }, 'draining');
+    let late = false;
+    const deadline = setTimeout(() => {
+      late = true;
+      const failed = server.failPending();
+      logger.error({ drain_timeout_ms: config.drainTimeoutMs, failed }, 'drain deadline passed: pending requests answered 503, exiting');
+      setTimeout(() => die((signal as NodeJS.Signals | undefined) ?? 'SIGTERM'), 50); // lets the 503s and the log line out
+    }, config.drainTimeoutMs);
     await server.close();
+    clearTimeout(deadline);
+    // Returning would let close-with-grace call process.exit(), which waits for running decodes: wait for die().
+    if (late) await new Promise(() => {});
     logger.info('closed');
   });
 }

@@ -5,7 +5,8 @@ import { DynamicBatcher, type BatcherOptions } from '../batching/dynamic-batcher
 import { costModel, meanBits, savings, type CostModel } from '../cost/bitflops.js';
 import type { Engine } from '../engine/engine.js';
 import { DqError } from '../errors.js';
-import { preprocess, type PreprocessLimits } from '../preprocess/preprocess.js';
+import { DecodeLimiter } from '../preprocess/decode-limiter.js';
+import { headerPixels, preprocess, type PreprocessLimits } from '../preprocess/preprocess.js';
 import type { Manifest } from '../repository/manifest.js';
 import { TargetController, type TargetState } from './target-controller.js';
 import { noopRecorder, type InferenceRecorder } from '../metrics/recorder.js';
@@ -58,6 +59,10 @@ export interface PipelineOptions extends BatcherOptions, PreprocessLimits {
   /** --target-bitflops: hold the mean Bit-FLOPs per image there by moving λ (needs manifest.calibration). */
   readonly targetBitflops?: number;
   readonly targetWindowImages?: number;
+  /** Pixels one request's images may declare in total (413 beyond). */
+  readonly maxRequestPixels?: number;
+  /** Bounds the pixels decoded at once; share one across the process's pipelines. */
+  readonly decodeLimiter?: DecodeLimiter;
 }
 
 export class ModelPipeline {
@@ -68,6 +73,8 @@ export class ModelPipeline {
   readonly cost: CostModel;
   private readonly batcher: DynamicBatcher;
   private readonly limits: PreprocessLimits;
+  private readonly maxRequestPixels: number;
+  private readonly decodes: DecodeLimiter;
   private readonly recorder: InferenceRecorder;
   private warm = false;
   private readonly retryAfterS: number;
@@ -88,6 +95,8 @@ export class ModelPipeline {
       onQueueWait: (ms) => recorder.onQueueWait(this.name, this.version, ms),
     });
     this.limits = { maxInputPixels: options.maxInputPixels };
+    this.maxRequestPixels = options.maxRequestPixels ?? Infinity;
+    this.decodes = options.decodeLimiter ?? new DecodeLimiter(options.maxInputPixels);
     this.retryAfterS = options.retryAfterSeconds;
     const calibration = this.manifest.calibration ?? [];
     this.target =
@@ -165,6 +174,12 @@ export class ModelPipeline {
     }
     this.checkOptions(options);
     const start = performance.now();
+    // What the headers declare, before any decoding (an unreadable header is charged as the largest image).
+    const declared = images.map((img) => headerPixels(img));
+    const total = declared.reduce<number>((a, p) => a + (p ?? 0), 0);
+    if (total > this.maxRequestPixels) {
+      throw new DqError('DQ_ERR_PREPROCESS_TOO_MANY_PIXELS', `the request's ${images.length} images declare ${total} pixels, over the limit of ${this.maxRequestPixels} per request`);
+    }
     // Room in the queue first: under overload a request that will be refused is refused before its decode.
     const admission = this.batcher.admit(images.length);
     let tensors: Uint8Array[];
@@ -172,7 +187,8 @@ export class ModelPipeline {
       tensors = await Promise.all(
         images.map(async (img, i) => {
           try {
-            return await preprocess(img, this.manifest.input, this.limits);
+            const pixels = declared[i] ?? this.limits.maxInputPixels;
+            return await this.decodes.run(pixels, () => preprocess(img, this.manifest.input, this.limits), options.signal);
           } catch (err) {
             if (images.length > 1 && err instanceof DqError) throw new DqError(err.code, `image ${i}${err.detail ? `: ${err.detail}` : ''}`, { cause: err });
             throw err;

@@ -5,6 +5,7 @@ import type { Engine } from '../engine/engine.js';
 import { FakeEngine } from '../engine/fake-engine.js';
 import { WorkerEngine } from '../engine/worker-engine.js';
 import { DqError } from '../errors.js';
+import { DecodeLimiter } from '../preprocess/decode-limiter.js';
 import { checkBitflopsClaims, findBundles, loadBundle } from '../repository/bundle.js';
 import type { InferenceRecorder } from '../metrics/recorder.js';
 import { ModelPipeline } from './model-pipeline.js';
@@ -75,6 +76,8 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
     instanceCount: config.instanceCount,
     retryAfterSeconds: config.retryAfterSeconds,
     maxInputPixels: config.maxInputPixels,
+    maxRequestPixels: config.maxRequestPixels,
+    decodeLimiter: new DecodeLimiter(config.maxDecodingPixels), // one per process: memory is
     ...(config.targetBitflops !== undefined ? { targetBitflops: config.targetBitflops } : {}),
     targetWindowImages: config.targetWindowImages,
   };

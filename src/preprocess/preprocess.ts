@@ -90,6 +90,12 @@ function headerSize(image: Buffer): { width: number; height: number } | undefine
   }
 }
 
+/** width × height as the header declares it; undefined when unreadable or not a format we decode. */
+export function headerPixels(image: Buffer): number | undefined {
+  const size = headerSize(image);
+  return size ? size.width * size.height : undefined;
+}
+
 /** image-size's names for the formats ALLOWED_LOADERS decode. */
 const DECODED = new Set(['jpg', 'png', 'webp', 'gif', 'tiff', 'avif', 'heif']);
 

@@ -22,7 +22,7 @@ export interface Window {
   readonly height: number;
 }
 
-/** For each output position: first input index, tap count, and `ksize` fixed-point weights. */
+/** For output positions [start, start + n): first input index, tap count, and `ksize` fixed-point weights. */
 interface Coefficients {
   readonly first: Int32Array;
   readonly count: Int32Array;
@@ -30,17 +30,18 @@ interface Coefficients {
   readonly weights: Int32Array;
 }
 
-function coefficients(inSize: number, outSize: number): Coefficients {
+function coefficients(inSize: number, outSize: number, start: number, n: number): Coefficients {
   const scale = inSize / outSize;
   const filterScale = Math.max(1, scale);
   const support = filterScale; // the triangle's support is 1, widened by the scale
   const ss = 1 / filterScale; // Pillow multiplies by the reciprocal: dividing can differ in the last bit
   const ksize = Math.ceil(support) * 2 + 1;
-  const first = new Int32Array(outSize);
-  const count = new Int32Array(outSize);
-  const weights = new Int32Array(outSize * ksize);
+  const first = new Int32Array(n);
+  const count = new Int32Array(n);
+  const weights = new Int32Array(n * ksize);
   const k = new Float64Array(ksize);
-  for (let xx = 0; xx < outSize; xx++) {
+  for (let i = 0; i < n; i++) {
+    const xx = start + i;
     const center = (xx + 0.5) * scale;
     const xmin = Math.max(0, Math.trunc(center - support + 0.5));
     const xmax = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
@@ -52,10 +53,10 @@ function coefficients(inSize: number, outSize: number): Coefficients {
     }
     for (let x = 0; x < xmax; x++) {
       const w = sum !== 0 ? k[x]! / sum : k[x]!;
-      weights[xx * ksize + x] = Math.trunc(w < 0 ? -0.5 + w * (1 << PRECISION_BITS) : 0.5 + w * (1 << PRECISION_BITS));
+      weights[i * ksize + x] = Math.trunc(w < 0 ? -0.5 + w * (1 << PRECISION_BITS) : 0.5 + w * (1 << PRECISION_BITS));
     }
-    first[xx] = xmin;
-    count[xx] = xmax;
+    first[i] = xmin;
+    count[i] = xmax;
   }
   return { first, count, ksize, weights };
 }
@@ -72,12 +73,12 @@ function clip8(v: number): number {
  */
 export async function resizeBilinear(src: Uint8Array, width: number, height: number, outWidth: number, outHeight: number, window: Window): Promise<Buffer> {
   const out = Buffer.alloc(window.width * window.height * 3);
-  const h = outWidth !== width ? coefficients(width, outWidth) : null;
-  const v = outHeight !== height ? coefficients(height, outHeight) : null;
+  const h = outWidth !== width ? coefficients(width, outWidth, window.left, window.width) : null;
+  const v = outHeight !== height ? coefficients(height, outHeight, window.top, window.height) : null;
 
   // Source rows the window's output rows read (all of them for an unchanged height).
-  const rowFirst = v ? v.first[window.top]! : window.top;
-  const rowEnd = v ? v.first[window.top + window.height - 1]! + v.count[window.top + window.height - 1]! : window.top + window.height;
+  const rowFirst = v ? v.first[0]! : window.top;
+  const rowEnd = v ? v.first[window.height - 1]! + v.count[window.height - 1]! : window.top + window.height;
 
   // Horizontal pass into 8-bit rows [rowFirst, rowEnd), window columns only (Pillow rounds between passes).
   let rows: Uint8Array = src;
@@ -97,10 +98,9 @@ export async function resizeBilinear(src: Uint8Array, width: number, height: num
       const inRow = y * width * 3;
       const outRow = (y - rowFirst) * rowStride;
       for (let i = 0; i < window.width; i++) {
-        const xx = window.left + i;
-        const x0 = h.first[xx]!;
-        const n = h.count[xx]!;
-        const kOff = xx * h.ksize;
+        const x0 = h.first[i]!;
+        const n = h.count[i]!;
+        const kOff = i * h.ksize;
         let r = ROUND, g = ROUND, b = ROUND;
         for (let x = 0; x < n; x++) {
           const w = h.weights[kOff + x]!;
@@ -128,9 +128,9 @@ export async function resizeBilinear(src: Uint8Array, width: number, height: num
       out.set(rows.subarray(start, start + window.width * 3), outRow);
       continue;
     }
-    const y0 = v.first[yy]!;
-    const n = v.count[yy]!;
-    const kOff = yy * v.ksize;
+    const y0 = v.first[j]!;
+    const n = v.count[j]!;
+    const kOff = j * v.ksize;
     for (let i = 0; i < window.width * 3; i++) {
       let s = ROUND;
       for (let y = 0; y < n; y++) s += rows[(y0 + y - rowOffset) * rowStride + colOffset * 3 + i]! * v.weights[kOff + y]!;

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { PHOTOS_DIR, REPO_ROOT } from '../helpers/paths.js';
 
@@ -33,6 +34,16 @@ function exited(child: ChildProcess): Promise<number | null> {
   return new Promise((r) => child.once('exit', (code) => r(code)));
 }
 
+function ended(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+}
+
+const classify = (url: string, body: Buffer) =>
+  fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body }).then(
+    async (r) => ({ status: r.status, code: ((await r.json()) as { code?: string }).code }),
+    () => ({ status: 0, code: 'reset' }),
+  );
+
 describe('SIGTERM', () => {
   it('finishes every accepted request, refuses new ones, and exits 0 within the drain bound', async () => {
     // Each batch takes 700 ms and holds 2 images: 6 requests need ~2.1 s after SIGTERM.
@@ -62,16 +73,34 @@ describe('SIGTERM', () => {
     expect(logs.join('\n')).toMatch(/"msg":"closed"/);
   }, 60_000);
 
-  it('exits 1 when the drain bound is exceeded', async () => {
-    const { child, url } = await startProcess(['--fake-engine-delay-ms', '5000', '--drain-timeout-ms', '500']);
-    const pending = fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: rocket }).catch(() => undefined);
+  it('past the drain deadline, answers what is pending with 503 and ends by the signal it got', async () => {
+    const { child, url, logs } = await startProcess(['--fake-engine-delay-ms', '5000', '--drain-timeout-ms', '500']);
+    const pending = classify(url, rocket);
     await new Promise((r) => setTimeout(r, 300));
-    const exit = exited(child);
+    const end = ended(child);
     const t0 = Date.now();
     child.kill('SIGTERM');
-    expect(await exit).toBe(1);
-    expect(Date.now() - t0).toBeLessThan(3000);
-    await pending;
+    expect(await end).toEqual({ code: null, signal: 'SIGTERM' });
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(await pending).toEqual({ status: 503, code: 'DQ_ERR_SERVER_SHUTTING_DOWN' });
+    expect(logs.join('\n')).toMatch(/drain deadline passed.*"failed":1|"failed":1.*drain deadline passed/);
+  }, 60_000);
+
+  it('holds the deadline with large decodes running and queued (libvips cannot cancel them)', async () => {
+    // 12 lossless WebPs of 1 KB that decode to 25 Mpx each: ~0.3 s apiece, one at a time (--max-decoding-pixels)
+    const bomb = await sharp({ create: { width: 5000, height: 5000, channels: 3, background: '#345' } }).webp({ lossless: true }).toBuffer();
+    const { child, url } = await startProcess(['--drain-timeout-ms', '1000']);
+    const pending = Array.from({ length: 12 }, () => classify(url, bomb));
+    await new Promise((r) => setTimeout(r, 300));
+    const end = ended(child);
+    const t0 = Date.now();
+    child.kill('SIGTERM');
+    expect(await end).toEqual({ code: null, signal: 'SIGTERM' });
+    const ms = Date.now() - t0;
+    const statuses = (await Promise.all(pending)).map((r) => r.status);
+    expect(ms).toBeLessThan(1000 + 600); // the deadline, the 50 ms flush, and this machine's noise
+    expect(statuses.every((s) => s === 200 || s === 503)).toBe(true); // answered or failed cleanly: none reset
+    expect(statuses).toContain(503);
   }, 60_000);
 });
 

@@ -201,13 +201,15 @@ describe('bad input never hurts the server', () => {
 
 describe('admission before work', () => {
   it('with the queue full, a request is refused with 503 + Retry-After before its image is decoded', async () => {
-    // one image at a time, 400 ms each, one waiting: the third request finds no room
-    const busy = await startTestServer({ fakeEngineDelayMs: 400, maxBatchSize: 1, maxQueueSize: 1, instanceCount: 1, maxQueueDelayMicroseconds: 0 });
+    // one image at a time, 1.5 s each, one waiting: the third request finds no room (32×32 images decode in
+    // about a millisecond, so the waits below leave a wide margin on a loaded machine)
+    const busy = await startTestServer({ fakeEngineDelayMs: 1500, maxBatchSize: 1, maxQueueSize: 1, instanceCount: 1, maxQueueDelayMicroseconds: 0 });
+    const [a, b] = await cifarSample(2);
     try {
-      const running = postImage(busy.url, rocket);
-      await new Promise((r) => setTimeout(r, 100));
-      const waiting = postImage(busy.url, rocket);
-      await new Promise((r) => setTimeout(r, 100));
+      const running = postImage(busy.url, a!.bytes);
+      await new Promise((r) => setTimeout(r, 300));
+      const waiting = postImage(busy.url, b!.bytes);
+      await new Promise((r) => setTimeout(r, 300));
       // not an image at all: a decode would answer 415, admission answers first
       const refused = await postImage(busy.url, Buffer.from('not an image'));
       expect(refused.status).toBe(503);

@@ -217,3 +217,20 @@ describe('POST /v2/models/{m}/infer', () => {
     expect(r.status).toBe(200);
   });
 });
+
+describe('per-request pixel budget', () => {
+  it("refuses a request whose images' headers declare more than --max-request-pixels, before decoding", async () => {
+    const small = await startTestServer({ maxRequestPixels: 3000 });
+    try {
+      const imgs = (await cifarSample(3)).map((s) => s.bytes); // 1,024 pixels each
+      const post = (n: number) =>
+        fetch(`${small.url}/v2/models/${M}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(jsonInput(imgs.slice(0, n))) });
+      expect((await post(2)).status).toBe(200);
+      const res = await post(3);
+      expect(res.status).toBe(413);
+      expect(await res.json()).toMatchObject({ code: 'DQ_ERR_PREPROCESS_TOO_MANY_PIXELS', error: expect.stringContaining('declare 3072 pixels, over the limit of 3000 per request') });
+    } finally {
+      await small.close();
+    }
+  });
+});
