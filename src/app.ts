@@ -6,6 +6,7 @@ import { DqError } from './errors.js';
 import type { ModelRegistry } from './pipeline/model-registry.js';
 import { clientErrorHandler, installErrorHandlers, sendError } from './plugins/app/error-handler.js';
 import { registerSwagger } from './plugins/external/swagger.js';
+import { registerUnderPressure } from './plugins/external/under-pressure.js';
 import type { PrometheusRecorder } from './metrics/prometheus-recorder.js';
 import { metricsRoutes } from './routes/metrics/metrics.js';
 import { classifyRoutes } from './routes/v1/classify.js';
@@ -84,6 +85,7 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
     ctx.state.closing = true;
   });
 
+  await registerUnderPressure(app, config);
   await registerSwagger(app, SERVER_VERSION);
   await app.register(healthRoutes, ctx);
   await app.register(serverRoutes, ctx);

@@ -31,6 +31,7 @@ export const ConfigSchema = Type.Object({
   maxRequestPixels: Int(1, 2 ** 40, 100_000_000, "pixels one request's images may declare in total"),
   maxImagesPerRequest: Int(1, 4096, 256, 'most images in one /v2 infer request'),
   drainTimeoutMs: Int(0, 600_000, 10_000, 'on SIGTERM, longest wait for accepted requests (ms)'),
+  maxEventLoopDelayMs: Int(0, 60_000, 1000, 'mean event-loop delay above which inference requests get 503 at once (ms; 0 = off)'),
   retryAfterSeconds: Int(0, 3600, 1, 'Retry-After sent with 503 responses (s)'),
   defaultTopK: Int(1, 1000, 5, 'top_k when a request gives none'),
   fakeEngineDelayMs: Int(0, 600_000, 0, 'extra ms per batch of the fake engine (tests: only with NODE_ENV=test)'),

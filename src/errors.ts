@@ -43,6 +43,7 @@ export const ERRORS = {
   DQ_ERR_QUEUE_FULL: { status: 503, message: 'inference queue is full, retry later' },
   DQ_ERR_QUEUE_TIMEOUT: { status: 503, message: 'request timed out before it could be scheduled' },
   DQ_ERR_SERVER_SHUTTING_DOWN: { status: 503, message: 'server is shutting down' },
+  DQ_ERR_SERVER_OVERLOADED: { status: 503, message: 'server is overloaded (event loop delayed), retry later' },
   // nginx's 499: nobody reads it (the client has gone); it names the outcome in logs and metrics.
   DQ_ERR_CLIENT_DISCONNECTED: { status: 499, message: 'the client closed the connection before the answer' },
 

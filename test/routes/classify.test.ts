@@ -222,3 +222,25 @@ describe('admission before work', () => {
     }
   });
 });
+
+describe('event-loop protection', () => {
+  it('answers inference 503 DQ_ERR_SERVER_OVERLOADED while the loop is stalled, keeps probes answering, and recovers', async () => {
+    const s = await startTestServer({ maxEventLoopDelayMs: 10 });
+    const [img] = await cifarSample(1);
+    try {
+      expect((await postImage(s.url, img!.bytes)).status).toBe(200);
+      const until = Date.now() + 1500;
+      while (Date.now() < until); // the server shares this thread: its loop is stalled for 1.5 s
+      await new Promise((r) => setTimeout(r, 50)); // the overdue sample lands: the stall counts until the next, 500 ms on
+      const refused = await postImage(s.url, img!.bytes);
+      expect(refused.status).toBe(503);
+      expect(refused.json.code).toBe('DQ_ERR_SERVER_OVERLOADED');
+      expect(refused.headers.get('retry-after')).toBe('1');
+      expect((await fetch(`${s.url}/v2/health/live`)).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 1200)); // calm samples
+      expect((await postImage(s.url, img!.bytes)).status).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+});
