@@ -18,6 +18,7 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY models ./models
+COPY ui ./ui
 USER node
 EXPOSE 8080
 # Ready only after every bit-width path is warmed up (GET /v2/health/ready).

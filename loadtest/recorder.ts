@@ -73,6 +73,8 @@ export interface StepResult {
    * request's intended send time.
    */
   readonly latencyMs: { readonly mean: number; readonly p50: number; readonly p90: number; readonly p95: number; readonly p99: number; readonly max: number };
+  /** Latency of the 2xx answers alone (null without any): what an accepted request saw while others were shed. */
+  readonly okLatencyMs: { readonly p50: number; readonly p99: number } | null;
   readonly bitflops: { readonly total: number; readonly referenceTotal: number; readonly mean: number | null; readonly p50: number | null; readonly p90: number | null; readonly p99: number | null; readonly max: number | null };
   readonly savings: number | null;
   readonly good: number;
@@ -111,6 +113,7 @@ export function stability(windows: readonly Window[], fullWindows: number, toler
 
 export class StepRecorder {
   private readonly latency = microsecondHistogram();
+  private readonly okLatency = microsecondHistogram();
   private readonly statusCodes: Record<string, number> = {};
   private readonly samples: number[] = [];
   private readonly perWindow: number[][] = [];
@@ -158,6 +161,7 @@ export class StepRecorder {
     this.ok++;
     this.lastOkS = this.elapsedS;
     this.recordLatency(latencyMs);
+    this.okLatency.recordValue(Math.max(1, Math.round(latencyMs * 1000)));
     (this.perWindow[Math.floor(this.lastOkS / this.windowS)] ??= []).push(latencyMs);
     if (cost) {
       this.samples.push(cost.bitflops);
@@ -202,6 +206,7 @@ export class StepRecorder {
       throughputRps: this.ok / elapsedS,
       errorRate: requests === 0 ? 1 : this.failed / requests,
       latencyMs: { mean: this.latency.mean / 1000, p50: ms(50), p90: ms(90), p95: ms(95), p99: ms(99), max: this.latency.maxValue / 1000 },
+      okLatencyMs: this.ok ? { p50: this.okLatency.getValueAtPercentile(50) / 1000, p99: this.okLatency.getValueAtPercentile(99) / 1000 } : null,
       bitflops: {
         total: this.bitflopsTotal,
         referenceTotal: this.referenceTotal,
@@ -221,6 +226,7 @@ export class StepRecorder {
       bitflopsSamples: this.samples,
     };
     this.latency.destroy();
+    this.okLatency.destroy();
     return out;
   }
 }

@@ -86,10 +86,10 @@ export function markdown(r: Report): string {
     for (const s of r.steps) out.push(`| ${s.load} | ${ms(s.client.generator?.lagP99Ms)} | ${ms(s.client.generator?.lagMaxMs)} | ${s.client.generator?.peakInFlight ?? '–'} |`);
     out.push('', 'Latencies include the generator\'s own lag; a p99 above a few ms means the client, not only the server, fell behind.');
   }
-  out.push('', '### Status codes', '', `| ${L} | status codes | socket errors (incl. timeouts) | timeouts |`, '| --- | --- | --- | --- |');
+  out.push('', '### Status codes', '', `| ${L} | status codes | socket errors (incl. timeouts) | timeouts | 2xx only: p50 ms | 2xx only: p99 ms |`, '| --- | --- | --- | --- | --- | --- |');
   for (const s of r.steps) {
     const codes = Object.entries(s.client.statusCodes).map(([k, v]) => `${k}: ${v}`).join(', ') || '–';
-    out.push(`| ${s.load} | ${codes} | ${s.client.socketErrors} | ${s.client.timeouts} |`);
+    out.push(`| ${s.load} | ${codes} | ${s.client.socketErrors} | ${s.client.timeouts} | ${ms(s.client.okLatencyMs?.p50)} | ${ms(s.client.okLatencyMs?.p99)} |`);
   }
   out.push('', '## Server side (/metrics deltas over each step)', '');
   if (r.steps.every((s) => s.server === null)) out.push('/metrics could not be scraped.');

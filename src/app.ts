@@ -14,6 +14,7 @@ import { healthRoutes } from './routes/v2/health.js';
 import { modelRoutes } from './routes/v2/models.js';
 import { statsRoutes } from './routes/v2/stats.js';
 import { serverRoutes } from './routes/v2/server-metadata.js';
+import { uiRoutes } from './routes/ui/ui.js';
 import { SERVER_VERSION } from './version.js';
 
 export interface AppState {
@@ -93,5 +94,6 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
   await app.register(classifyRoutes, ctx);
   await app.register(metricsRoutes, ctx);
   await app.register(statsRoutes, ctx);
+  await app.register(uiRoutes);
   return app;
 }

@@ -40,6 +40,13 @@ export function referenceBitflops(layers: readonly CostLayer[], referenceBits: n
   return bitflops(layers, uniformPlan(layers, referenceBits));
 }
 
+/** Every layer at full precision (32 × 32): what the network costs unquantized. */
+export function fullPrecisionBitflops(layers: readonly CostLayer[]): number {
+  let total = 0;
+  for (const layer of layers) total += layer.macs * FULL_PRECISION_BITS * FULL_PRECISION_BITS;
+  return total;
+}
+
 export function uniformPlan(layers: readonly CostLayer[], b: number): BitPlan {
   const plan: Record<string, number> = {};
   for (const layer of layers) if (layer.kind === 'dynamic') plan[layer.name] = b;

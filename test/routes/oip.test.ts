@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fakeManifest } from '../../src/engine/fake-manifest.js';
 import { serializeBytesElements } from '../../src/protocol/oip-infer.js';
 import type { RunningServer } from '../../src/server.js';
 import { cifarSample } from '../helpers/cifar.js';
@@ -38,6 +39,12 @@ describe('OIP v2 metadata and health', () => {
   it('health probes answer 200 with JSON', async () => {
     expect(await (await fetch(`${url}/v2/health/live`)).json()).toEqual({ live: true });
     expect(await (await fetch(`${url}/v2/health/ready`)).json()).toEqual({ ready: true });
+  });
+
+  it('model metadata states the full-precision cost: every layer at 32 × 32 bits', async () => {
+    const j = (await (await fetch(`${url}/v2/models/${M}`)).json()) as any;
+    const macs = fakeManifest().layers.reduce((a, l) => a + l.macs, 0);
+    expect(j.parameters.bitflops_full_precision).toBe(macs * 1024);
   });
 
   it('model metadata and readiness, with and without a version', async () => {

@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { gunzip, inflate, inflateRaw } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { RouteContext } from '../../app.js';
+import { fullPrecisionBitflops } from '../../cost/bitflops.js';
 import { DqError } from '../../errors.js';
 import { decodeInferRequest, encodeInferResponse, INPUT_NAME, rawBodyRequest, splitBinaryBody } from '../../protocol/oip-infer.js';
 import { combineCaps, MAX_BITFLOPS_HEADER, parseMaxBitflops } from '../../protocol/budget.js';
@@ -177,6 +178,7 @@ function metadata(p: ModelPipeline, ctx: RouteContext): Static<typeof ModelMetad
       candidates: m.bits.candidates,
       bits_reference: m.bits.reference,
       bitflops: m.bitflops,
+      bitflops_full_precision: fullPrecisionBitflops(m.layers),
       calibration: m.calibration ?? [],
       metrics: m.metrics ?? {},
       max_batch_size: ctx.config.maxBatchSize,
