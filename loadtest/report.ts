@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fmt, type Budget, type Check } from './budget.js';
 import type { ServerDelta } from './server-metrics.js';
 import type { Stability, StepResult } from './recorder.js';
-import { histogramSvg, lineSvg } from './svg-plot.js';
+import { bitflopsHistogramSvg, latencyVsLoadSvg } from './plots.js';
 
 export interface StepReport {
   /** The step's load: connections (concurrency mode) or offered requests/s (request-rate mode). */
@@ -120,23 +120,14 @@ export function markdown(r: Report): string {
   return out.join('\n');
 }
 
-export function writeReport(dir: string, r: Report, bitflopsSamples: readonly number[]): string[] {
+export async function writeReport(dir: string, r: Report, bitflopsSamples: readonly number[]): Promise<string[]> {
   mkdirSync(dir, { recursive: true });
-  const xs = r.steps.map((s) => s.load);
+  const percentiles = Object.fromEntries((['p50', 'p90', 'p95', 'p99'] as const).map((q) => [q, r.steps.map((s) => s.client.latencyMs[q])]));
   const files: Array<[string, string]> = [
     ['report.json', JSON.stringify(r, null, 2) + '\n'],
     ['report.md', markdown(r)],
-    [
-      'latency-vs-load.svg',
-      lineSvg(
-        xs,
-        (['p50', 'p90', 'p95', 'p99'] as const).map((q) => ({ name: q, ys: r.steps.map((s) => s.client.latencyMs[q]) })),
-        'Latency percentiles vs load',
-        r.load.mode === 'request-rate' ? 'offered request rate (req/s)' : 'connections',
-        'latency (ms)',
-      ),
-    ],
-    ['bitflops-distribution.svg', histogramSvg(bitflopsSamples, 'Bit-FLOPs per request (all steps)', 'Bit-FLOPs')],
+    ['latency-vs-load.svg', await latencyVsLoadSvg(r.steps.map((s) => s.load), percentiles, r.load.mode === 'request-rate' ? 'offered request rate (req/s)' : 'connections')],
+    ['bitflops-distribution.svg', await bitflopsHistogramSvg(bitflopsSamples)],
   ];
   for (const [name, text] of files) writeFileSync(join(dir, name), text);
   return files.map(([name]) => join(dir, name));

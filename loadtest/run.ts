@@ -73,7 +73,7 @@ export function program(): Command {
     .option('--url <url>', 'target this server instead of starting one (loopback only unless --allow-remote)')
     .option('--allow-remote', 'allow a --url host other than 127.0.0.1/localhost/[::1]', false)
     .option('--server-args <flags>', 'flags for the server loadtest starts, space-separated (e.g. "--model resnet20_dq --max-batch-size 32")', '')
-    .addOption(new Option('-c, --connections <list>', `concurrent connections; a comma-separated list runs one step per value (a sweep); with --rate, one value: the most sockets the generator opens (default ${RATE_MAX_CONNECTIONS})`).argParser(list('connections', 1, 1024, true)).default([8], '8'))
+    .addOption(new Option('-c, --connections <list>', `concurrent connections; a comma-separated list runs one step per value (a sweep); with --rate, one value: the most sockets the generator opens, ${RATE_MAX_CONNECTIONS} unless given`).argParser(list('connections', 1, 1024, true)).default([8], '8'))
     .addOption(new Option('-r, --rate <list>', 'open loop: requests per second sent on schedule, latency from each intended send time; a comma-separated list runs a rate sweep').argParser(list('rate', 0.1, 100_000, false)))
     .addOption(new Option('-d, --duration <s>', 'seconds per step').argParser(bounded('duration', 1, 3600, false)).default(10))
     .addOption(new Option('--warmup <s>', 'seconds of unrecorded load before the first step (0: none)').argParser(bounded('warmup', 0, 600, false)).default(1))
@@ -261,7 +261,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       bestLoad: budget && passing.length ? Math.max(...passing) : null,
     };
     const out = resolve(o.out ?? join(REPO_ROOT, 'loadtest', 'results', report.date.replace(/[:.]/g, '-')));
-    const files = writeReport(out, report, samples);
+    const files = await writeReport(out, report, samples);
     process.stderr.write(`[loadtest] report: ${files.join(', ')}\n`);
     if (o.search && budget !== null) process.stderr.write(`[loadtest] highest load that met the budget: ${report.bestLoad === null ? 'none' : label(report.bestLoad)}\n`);
     if (budget === null) return 0;

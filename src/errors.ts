@@ -13,7 +13,7 @@ export const ERRORS = {
   DQ_ERR_REQUEST_MALFORMED_JSON: { status: 400, message: 'request body is not valid JSON' },
   DQ_ERR_REQUEST_INVALID: { status: 400, message: 'request does not match the schema' },
   DQ_ERR_REQUEST_INVALID_PARAMETER: { status: 400, message: 'invalid request parameter' },
-  DQ_ERR_BUDGET_BELOW_MINIMUM: { status: 400, message: 'max_bitflops is below the cheapest configuration' },
+  DQ_ERR_BUDGET_BELOW_MINIMUM: { status: 400, message: 'max_bitflops cannot be met' },
   DQ_ERR_REQUEST_MULTIPART_INVALID: { status: 400, message: 'multipart body must hold exactly one file field named "image"' },
   DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'unsupported Content-Type' },
   DQ_ERR_REQUEST_TOO_LARGE: { status: 413, message: 'request body exceeds the byte limit' },

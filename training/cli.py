@@ -32,8 +32,10 @@ def _add_train(sub):
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="../shared/data/cifar10", help="data set folder (tarballs, image folders or CIFAR binary)")
     p.add_argument("--out", required=True, help="run folder: config.json, log.jsonl, last.pt, model.pt")
-    p.add_argument("--arch", default="resnet20", choices=["resnet8", "resnet20", "resnet32", "resnet56", "resnet18"])
-    p.add_argument("--precision", default="fp", choices=["fp", "static", "dynamic"])
+    p.add_argument("--arch", default="resnet20", choices=["resnet8", "resnet20", "resnet32", "resnet56", "resnet18"],
+                   help="network (CIFAR ResNets; resnet18 is the ImageNet-style one)")
+    p.add_argument("--precision", default="fp", choices=["fp", "static", "dynamic"],
+                   help="fp: full precision; static: every quantized layer at --bits; dynamic: DQNet with a controller")
     p.add_argument("--bits", type=int, help="bit-width of a static run (every quantized layer)")
     p.add_argument("--candidates", type=_bits_list, default=[3, 4, 5], help="dynamic candidate bit-widths")
     p.add_argument("--target-bits", type=float, default=4.0, help="B_tar as a bit-width; also the fixed layers' bits")
@@ -41,17 +43,18 @@ def _add_train(sub):
     p.add_argument("--controller-bits", type=int, default=32, choices=[*range(2, 9), 32],
                    help="bit-width of the controller's two linear layers (32: full precision)")
     p.add_argument("--act", default="dorefa", choices=["dorefa", "pact"], help="activation quantizer")
-    p.add_argument("--pact-init", type=float, default=6.0)
+    p.add_argument("--pact-init", type=float, default=6.0, help="initial PACT clip value alpha (with --act pact)")
     p.add_argument("--init", help="checkpoint to start from (e.g. the fp or static phase's model.pt)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "step"])
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, default=128, help="images per optimizer step")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD, Nesterov momentum 0.9)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "step"], help="learning-rate schedule")
     p.add_argument("--milestones", type=_int_list, default=[50, 75], help="epochs of the step schedule")
-    p.add_argument("--warmup-epochs", type=int, default=0)
+    p.add_argument("--warmup-epochs", type=int, default=0, help="linear learning-rate warm-up")
     p.add_argument("--alpha", type=float, default=1.0, help="weight of the Bit-FLOPs cost term")
-    p.add_argument("--cost-form", default="hinge", choices=["hinge", "abs", "square", "meanbit"])
+    p.add_argument("--cost-form", default="hinge", choices=["hinge", "abs", "square", "meanbit"],
+                   help="how the Bit-FLOPs term penalises the distance to the target (dynamic)")
     p.add_argument("--tau", type=float, default=1.0, help="Gumbel-softmax temperature")
     p.add_argument("--tau-end", type=float, help="anneal tau exponentially to this value")
     p.add_argument("--diversity", type=float, default=0.0,
@@ -62,7 +65,7 @@ def _add_train(sub):
     p.add_argument("--sensitivity", type=float, default=0.0,
                    help="weight of a term moving bits to the images that lose most at the lowest candidate (0: off; "
                         "two extra forward passes per step)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, data order and augmentation")
     p.add_argument("--train-limit", type=int, help="use a class-balanced subset of this many training images")
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test images per epoch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -51,9 +51,20 @@ export function sendError(reply: FastifyReply, err: DqError): FastifyReply {
   return reply.code(err.statusCode).type('application/json; charset=utf-8').send(errorBody(err));
 }
 
+/** What a route accepts, for a 415 that says so (curl --data-binary sends application/x-www-form-urlencoded). */
+function acceptedTypes(url: string): string {
+  return url.startsWith('/v1/')
+    ? 'send the image as image/* or application/octet-stream, or as multipart/form-data'
+    : 'send application/json, or application/octet-stream with the binary tensor extension';
+}
+
 export function installErrorHandlers(app: FastifyInstance): void {
   app.setErrorHandler((err, request, reply) => {
-    const dq = toDqError(err);
+    let dq = toDqError(err);
+    if (dq.code === 'DQ_ERR_REQUEST_UNSUPPORTED_MEDIA_TYPE' && dq.detail === undefined) {
+      const type = request.headers['content-type'];
+      dq = new DqError(dq.code, `${type ? `${type.split(';')[0]} is not accepted here; ` : ''}${acceptedTypes(request.url)}`, { cause: err });
+    }
     if (dq.statusCode >= 500) request.log.error({ err, code: dq.code }, 'request failed');
     else request.log.info({ code: dq.code, detail: dq.message }, 'request rejected');
     return sendError(reply, dq);
