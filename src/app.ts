@@ -75,6 +75,8 @@ export async function buildApp(config: Config, deps: AppDeps, logger: FastifySer
   // or close() would wait for the keep-alive timeout.
   app.addHook('onSend', async (_request, reply) => {
     if (ctx.state.closing) reply.header('connection', 'close');
+    // Every 503 says when to come back, whichever path produced it (probes and engine restarts included).
+    if (reply.statusCode === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', String(config.retryAfterSeconds));
   });
   if (ctx.recorder) {
     const recorder = ctx.recorder;

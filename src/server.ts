@@ -16,8 +16,8 @@ export interface RunningServer {
   /** Resolves when every model has finished warming up (the server reports ready). */
   readonly warm: Promise<void>;
   close(): Promise<void>;
-  /** Answers every request still pending with 503 DQ_ERR_SERVER_SHUTTING_DOWN; returns how many. */
-  failPending(): number;
+  /** Answers every request still pending with 503 DQ_ERR_SERVER_SHUTTING_DOWN: how many, and when they are out. */
+  failPending(): { count: number; flushed: Promise<unknown> };
 }
 
 export function createLogger(config: Config): Logger {
@@ -46,20 +46,20 @@ export async function startServer(config: Config, logger: Logger = createLogger(
       await registry.close();
     })());
   const failPending = () => {
-    let n = 0;
+    const written: Promise<unknown>[] = [];
     for (const reply of state.inFlight ?? []) {
       if (reply.sent) continue;
+      written.push(new Promise((r) => reply.raw.once('close', r))); // 'close' follows 'finish', or a reset
       sendError(reply, new DqError('DQ_ERR_SERVER_SHUTTING_DOWN', 'the drain deadline passed before this request finished', { retryAfterS: config.retryAfterSeconds }));
-      n++;
     }
-    return n;
+    return { count: written.length, flushed: Promise.all(written) };
   };
   return { app, registry, url, warm, close, failPending };
 }
 
 /**
  * `dqserve serve`: start, and drain on SIGTERM/SIGINT. Past config.drainTimeoutMs the requests still pending
- * are answered 503 and, 50 ms later, the process ends by the signal it got (its default action): process.exit()
+ * are answered 503 and, once those are written (50 ms at most), the process ends by the signal it got (its default action): process.exit()
  * would first wait for the decodes already running in libvips's threads, which cannot be cancelled.
  */
 export async function serve(config: Config): Promise<void> {
@@ -84,8 +84,9 @@ export async function serve(config: Config): Promise<void> {
     const deadline = setTimeout(() => {
       late = true;
       const failed = server.failPending();
-      logger.error({ drain_timeout_ms: config.drainTimeoutMs, failed }, 'drain deadline passed: pending requests answered 503, exiting');
-      setTimeout(() => die((signal as NodeJS.Signals | undefined) ?? 'SIGTERM'), 50); // lets the 503s and the log line out
+      logger.error({ drain_timeout_ms: config.drainTimeoutMs, failed: failed.count }, 'drain deadline passed: pending requests answered 503, exiting');
+      // once the 503s are written (a few ms), or 50 ms at most
+      void Promise.race([failed.flushed, new Promise((r) => setTimeout(r, 50))]).then(() => die((signal as NodeJS.Signals | undefined) ?? 'SIGTERM'));
     }, config.drainTimeoutMs);
     await server.close();
     clearTimeout(deadline);

@@ -24,8 +24,10 @@ describe('readiness', () => {
     let res = await app.inject({ method: 'GET', url: '/v2/health/ready' });
     expect(res.statusCode).toBe(503);
     expect(res.json()).toMatchObject({ code: 'DQ_ERR_MODEL_NOT_READY' });
+    expect(res.headers['retry-after']).toBe(String(config.retryAfterSeconds)); // every 503, probes included
     res = await app.inject({ method: 'GET', url: '/v2/models/fake_dq/ready' });
     expect(res.statusCode).toBe(503);
+    expect(res.headers['retry-after']).toBe(String(config.retryAfterSeconds));
     res = await app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: Buffer.from('x') });
     expect(res.json()).toMatchObject({ code: 'DQ_ERR_MODEL_NOT_READY' });
     expect((await app.inject({ method: 'GET', url: '/v2/health/live' })).statusCode).toBe(200);
