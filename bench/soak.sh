@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Soak (docs/reliability.md): `npm start`'s defaults for 10 minutes at ~70% of capacity (645 req/s open loop,
+# CIFAR-10 test images), the server's resident memory sampled every 10 s.
+#   npm run build && bash bench/soak.sh [rate] [seconds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${1:-645}
+SECONDS_=${2:-600}
+OUT=loadtest/results/soak
+mkdir -p "$OUT"
+node dist/cli.js serve --port 8360 > "$OUT/server.log" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null || true' EXIT
+until curl -sf http://127.0.0.1:8360/v2/health/ready > /dev/null; do sleep 1; done
+( while kill -0 $PID 2>/dev/null; do echo "$(date +%s) $(awk '/VmRSS/ {print $2}' /proc/$PID/status)"; sleep 10; done ) > "$OUT/rss-kb.txt" &
+npm run loadtest -- --url http://127.0.0.1:8360 --rate "$RATE" -c 256 -d "$SECONDS_" --no-photos --no-progress --out "$OUT"
+awk '{printf "%d ", $2 / 1024} END {print "MB"}' "$OUT/rss-kb.txt"
