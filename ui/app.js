@@ -220,7 +220,7 @@ function render(a, twin) {
   bitsPlot = barChart($('bits-chart'), bitsPlot, layers, [
     { label: 'bits', values: bits, fill: '#2f6fbf' },
     ...(twin ? [{ label: `${twin.model} bits`, values: layers.map((l) => twin.bits[l] ?? null), fill: '#999' }] : []),
-  ], [0, Math.max(...cands) + 1]);
+  ], [0, Math.max(...cands) + 1], cands);
 
   const p = state.models[a.model];
   bars($('cost'), [
@@ -233,8 +233,11 @@ function render(a, twin) {
   bars($('timing'), ['preprocess', 'queue', 'controller', 'layers', 'total'].map((k) => ({ name: k, value: a.timing[k], text: a.timing[k].toFixed(2) })));
 }
 
-/** A uPlot bar chart over named categories; rebuilt when its categories change, else updated in place. */
-function barChart(el, plot, names, series, range) {
+/**
+ * A uPlot bar chart over named categories, its y axis ticked at `yTicks` (the candidate bit-widths); rebuilt
+ * when its categories change, else updated in place.
+ */
+function barChart(el, plot, names, series, range, yTicks) {
   const data = [names.map((_, i) => i), ...series.map((s) => s.values)];
   if (plot && plot.series.length === series.length + 1 && plot.data[0].length === names.length) {
     plot.setData(data);
@@ -246,7 +249,10 @@ function barChart(el, plot, names, series, range) {
     width: Math.min(940, el.clientWidth || 900),
     height: 220,
     scales: { x: { time: false, range: [-0.6, names.length - 0.4] }, y: { range } },
-    axes: [{ values: (_u, ticks) => ticks.map((t) => (Number.isInteger(t) && names[t] ? short(names[t]) : '')), space: 28, rotate: -45, size: 60 }, { label: 'bits' }],
+    axes: [
+      { values: (_u, ticks) => ticks.map((t) => (Number.isInteger(t) && names[t] ? short(names[t]) : '')), space: 28, rotate: -45, size: 60 },
+      { label: 'bits (ticks: the candidates)', splits: () => yTicks },
+    ],
     series: [{ label: 'layer' }, ...series.map((s, i) => ({
       label: s.label,
       fill: s.fill,
@@ -283,7 +289,7 @@ function quantile(buckets, q) {
   return hit && Number.isFinite(hit.le) ? hit.le : null;
 }
 
-const live = { prev: null, t: [], rps: [], p50: [], p99: [], plot: null, bitsPlot: null };
+const live = { prev: null, t: [], rps: [], p50: [], p99: [], saved: [], plot: null, savedPlot: null, bitsPlot: null };
 
 async function pollMetrics() {
   let samples;
@@ -322,11 +328,25 @@ async function pollMetrics() {
   const p99 = quantile(delta, 0.99);
   $('live-rps').textContent = rps.toFixed(1);
   $('live-lat').textContent = p50 === null ? 'no requests' : `≤ ${(p50 * 1000).toFixed(0)} / ≤ ${(p99 * 1000).toFixed(0)}`;
-  for (const [k, v] of [['t', cur.t], ['rps', rps], ['p50', p50 === null ? null : p50 * 1000], ['p99', p99 === null ? null : p99 * 1000]]) {
+  const dRef = cur.reference - prev.reference;
+  const saved = dRef > 0 ? 100 * (1 - (cur.bitflops - prev.bitflops) / dRef) : null;
+  for (const [k, v] of [['t', cur.t], ['rps', rps], ['p50', p50 === null ? null : p50 * 1000], ['p99', p99 === null ? null : p99 * 1000], ['saved', saved]]) {
     live[k].push(v);
     if (live[k].length > 150) live[k].shift();
   }
   $('live-samples').textContent = String(live.t.length);
+  const savedData = [live.t, live.saved];
+  if (live.savedPlot) live.savedPlot.setData(savedData);
+  else {
+    live.savedPlot = new uPlot({
+      width: Math.min(940, $('live-saved').clientWidth || 900),
+      height: 160,
+      scales: { x: { range: (_u, min, max) => (max - min < 60 ? [max - 60, max] : [min, max]) } },
+      series: [{}, { label: 'Bit-FLOPs saved vs the reference (%)', stroke: '#6a4fb0', width: 2, spanGaps: false }],
+      axes: [{}, { label: '% saved' }],
+      legend: { live: false },
+    }, savedData, $('live-saved'));
+  }
   const data = [live.t, live.rps, live.p50, live.p99];
   if (live.plot) live.plot.setData(data);
   else {
@@ -350,7 +370,8 @@ function renderLiveBits(samples) {
     const n = r.reduce((a, s) => a + s.value, 0);
     return n > 0 ? r.reduce((a, s) => a + s.value * Number(s.labels.bits), 0) / n : null;
   });
-  live.bitsPlot = barChart($('live-bits'), live.bitsPlot, layers, [{ label: 'mean bits', values: mean, fill: '#6a4fb0' }], [0, Math.max(...state.models[state.model].candidates) + 1]);
+  const cands = state.models[state.model].candidates;
+  live.bitsPlot = barChart($('live-bits'), live.bitsPlot, layers, [{ label: 'mean bits', values: mean, fill: '#6a4fb0' }], [0, Math.max(...cands) + 1], cands);
 }
 
 // ---- start -------------------------------------------------------------------------------------------------

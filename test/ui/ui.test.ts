@@ -98,6 +98,7 @@ describe.skipIf(skip || !hasDynamicBundle)('the page at /', () => {
     expect(await page.textContent('#live-rps')).toMatch(/^\d+\.\d$/);
     expect(await page.textContent('#live-savings')).toMatch(/% overall$/);
     expect(await page.$('#live-chart canvas')).not.toBeNull();
+    expect(await page.$('#live-saved canvas')).not.toBeNull();
     // back to the controller's own choice for the picture
     await page.uncheck('#cap-on');
     await setRange('#knob', 0);
