@@ -4,6 +4,7 @@
 // on white, Pillow's bilinear resize of the shorter side, torchvision's centre crop. libvips decodes; the
 // flatten and the resize are ours, because libvips rounds the one and filters the other differently.
 // The model's graph normalises the pixels itself (/scale, -mean, /std), so they travel as bytes.
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { imageSize } from 'image-size';
 import sharp from 'sharp';
 import { DqError } from '../errors.js';
@@ -55,7 +56,7 @@ export async function decodeRgb(image: Buffer, limits: PreprocessLimits, spec?: 
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
-    if (info.channels === 4) return { data: flattenOnWhite(data), width: info.width, height: info.height };
+    if (info.channels === 4) return { data: await flattenOnWhite(data), width: info.width, height: info.height };
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
     return { data, width: info.width, height: info.height };
   } catch (err) {
@@ -63,15 +64,30 @@ export async function decodeRgb(image: Buffer, limits: PreprocessLimits, spec?: 
   }
 }
 
-/** RGBA -> RGB over white, (c·a + 255·(255 − a) + 127) / 255 rounded down: exact integers, as training's numpy. */
-export function flattenOnWhite(rgba: Buffer): Buffer {
+/** (c·a + 255·(255 − a) + 127) / 255 rounded down, for every alpha a (row) and channel value c (column). */
+const OVER_WHITE = (() => {
+  const t = new Uint8Array(256 * 256);
+  for (let a = 0; a < 256; a++) for (let c = 0; c < 256; c++) t[a * 256 + c] = Math.floor((c * a + 255 * (255 - a) + 127) / 255);
+  return t;
+})();
+/** Pixels flattened between yields to the event loop (about a millisecond). */
+const PIXELS_PER_TURN = 1 << 18;
+
+/**
+ * RGBA -> RGB over white in exact integers, as training's numpy (libvips' flatten truncates instead: checked
+ * over all 65,536 pairs of c and a). A 25 Mpx image yields to the event loop between slices.
+ */
+export async function flattenOnWhite(rgba: Buffer): Promise<Buffer> {
   const out = Buffer.allocUnsafe((rgba.length / 4) * 3);
-  for (let i = 0, o = 0; i < rgba.length; i += 4, o += 3) {
-    const a = rgba[i + 3]!;
-    const white = 255 * (255 - a) + 127;
-    out[o] = Math.floor((rgba[i]! * a + white) / 255);
-    out[o + 1] = Math.floor((rgba[i + 1]! * a + white) / 255);
-    out[o + 2] = Math.floor((rgba[i + 2]! * a + white) / 255);
+  for (let i = 0, o = 0; i < rgba.length; ) {
+    const end = Math.min(rgba.length, i + PIXELS_PER_TURN * 4);
+    for (; i < end; i += 4, o += 3) {
+      const row = rgba[i + 3]! * 256;
+      out[o] = OVER_WHITE[row + rgba[i]!]!;
+      out[o + 1] = OVER_WHITE[row + rgba[i + 1]!]!;
+      out[o + 2] = OVER_WHITE[row + rgba[i + 2]!]!;
+    }
+    if (i < rgba.length) await nextTurn();
   }
   return out;
 }
