@@ -5,13 +5,14 @@
 //
 // Only the pixels of `window` (the centre crop) are computed: each output pixel depends on its own row and
 // column of coefficients alone, so the values equal those of the full resize. A 12 Mpx photo still costs ~55 M
-// multiply-adds (~70 ms), so the horizontal pass yields to the event loop every ~1 ms of work.
+// multiply-adds (~70 ms), so the horizontal pass yields to the event loop every ~1 ms of work. Pillow skips a
+// pass whose size does not change; running it is exact too (its weights are 1 and 0), so both always run.
 
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
 const PRECISION_BITS = 32 - 8 - 2;
+const ONE = 1 << PRECISION_BITS;
 const ROUND = 1 << (PRECISION_BITS - 1);
-const SATURATE = (1 << PRECISION_BITS) * 256;
 /** Multiply-adds between yields to the event loop (about a millisecond). */
 const WORK_PER_TURN = 1 << 20;
 
@@ -41,100 +42,70 @@ function coefficients(inSize: number, outSize: number, start: number, n: number)
   const weights = new Int32Array(n * ksize);
   const k = new Float64Array(ksize);
   for (let i = 0; i < n; i++) {
-    const xx = start + i;
-    const center = (xx + 0.5) * scale;
+    const center = (start + i + 0.5) * scale;
     const xmin = Math.max(0, Math.trunc(center - support + 0.5));
-    const xmax = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
+    const taps = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
     let sum = 0;
-    for (let x = 0; x < xmax; x++) {
-      const t = Math.abs((x + xmin - center + 0.5) * ss);
-      k[x] = t < 1 ? 1 - t : 0;
+    for (let x = 0; x < taps; x++) {
+      k[x] = Math.max(0, 1 - Math.abs((x + xmin - center + 0.5) * ss));
       sum += k[x]!;
     }
-    for (let x = 0; x < xmax; x++) {
-      const w = sum !== 0 ? k[x]! / sum : k[x]!;
-      weights[i * ksize + x] = Math.trunc(w < 0 ? -0.5 + w * (1 << PRECISION_BITS) : 0.5 + w * (1 << PRECISION_BITS));
-    }
+    // The triangle is never negative and always covers a tap, so sum > 0 and Pillow's rounding is half up.
+    for (let x = 0; x < taps; x++) weights[i * ksize + x] = Math.trunc(0.5 + (k[x]! / sum) * ONE);
     first[i] = xmin;
-    count[i] = xmax;
+    count[i] = taps;
   }
   return { first, count, ksize, weights };
 }
 
-function clip8(v: number): number {
-  if (v >= SATURATE) return 255;
-  if (v <= 0) return 0;
-  return v >> PRECISION_BITS;
-}
+/** The accumulator back to 8 bits (never negative here: the weights are not). */
+const clip8 = (v: number): number => Math.min(255, v >> PRECISION_BITS);
 
 /**
  * `src` (width × height × 3 bytes, row-major RGB) resized to outWidth × outHeight, returning only `window`
  * (window.width × window.height × 3 bytes).
  */
 export async function resizeBilinear(src: Uint8Array, width: number, height: number, outWidth: number, outHeight: number, window: Window): Promise<Buffer> {
-  const out = Buffer.alloc(window.width * window.height * 3);
-  const h = outWidth !== width ? coefficients(width, outWidth, window.left, window.width) : null;
-  const v = outHeight !== height ? coefficients(height, outHeight, window.top, window.height) : null;
-
-  // Source rows the window's output rows read (all of them for an unchanged height).
-  const rowFirst = v ? v.first[0]! : window.top;
-  const rowEnd = v ? v.first[window.height - 1]! + v.count[window.height - 1]! : window.top + window.height;
-
-  // Horizontal pass into 8-bit rows [rowFirst, rowEnd), window columns only (Pillow rounds between passes).
-  let rows: Uint8Array = src;
-  let rowStride = width * 3;
-  let colOffset = window.left;
-  let rowOffset = 0;
-  if (h) {
-    rowStride = window.width * 3;
-    rows = new Uint8Array((rowEnd - rowFirst) * rowStride);
-    const workPerRow = window.width * h.ksize * 3;
-    let work = 0;
-    for (let y = rowFirst; y < rowEnd; y++) {
-      if ((work += workPerRow) > WORK_PER_TURN) {
-        work = 0;
-        await nextTurn();
-      }
-      const inRow = y * width * 3;
-      const outRow = (y - rowFirst) * rowStride;
-      for (let i = 0; i < window.width; i++) {
-        const x0 = h.first[i]!;
-        const n = h.count[i]!;
-        const kOff = i * h.ksize;
-        let r = ROUND, g = ROUND, b = ROUND;
-        for (let x = 0; x < n; x++) {
-          const w = h.weights[kOff + x]!;
-          const p = inRow + (x0 + x) * 3;
-          r += src[p]! * w;
-          g += src[p + 1]! * w;
-          b += src[p + 2]! * w;
-        }
-        const o = outRow + i * 3;
-        rows[o] = clip8(r);
-        rows[o + 1] = clip8(g);
-        rows[o + 2] = clip8(b);
-      }
+  const h = coefficients(width, outWidth, window.left, window.width);
+  const v = coefficients(height, outHeight, window.top, window.height);
+  // Horizontal pass into 8-bit rows (Pillow rounds between passes), only the source rows the window reads.
+  const rowFirst = v.first[0]!;
+  const rowEnd = v.first[window.height - 1]! + v.count[window.height - 1]!;
+  const stride = window.width * 3;
+  const rows = new Uint8Array((rowEnd - rowFirst) * stride);
+  let work = 0;
+  for (let y = rowFirst; y < rowEnd; y++) {
+    if ((work += stride * h.ksize) > WORK_PER_TURN) {
+      work = 0;
+      await nextTurn();
     }
-    colOffset = 0;
-    rowOffset = rowFirst;
+    const inRow = y * width * 3;
+    const outRow = (y - rowFirst) * stride;
+    for (let i = 0; i < window.width; i++) {
+      const x0 = h.first[i]!;
+      const kOff = i * h.ksize;
+      let r = ROUND, g = ROUND, b = ROUND;
+      for (let x = 0; x < h.count[i]!; x++) {
+        const w = h.weights[kOff + x]!;
+        const p = inRow + (x0 + x) * 3;
+        r += src[p]! * w;
+        g += src[p + 1]! * w;
+        b += src[p + 2]! * w;
+      }
+      rows[outRow + i * 3] = clip8(r);
+      rows[outRow + i * 3 + 1] = clip8(g);
+      rows[outRow + i * 3 + 2] = clip8(b);
+    }
   }
-
-  // Vertical pass (or a copy of the window's rows when the height is unchanged).
+  // Vertical pass.
+  const out = Buffer.alloc(window.height * stride);
   for (let j = 0; j < window.height; j++) {
-    const yy = window.top + j;
-    const outRow = j * window.width * 3;
-    if (!v) {
-      const start = (yy - rowOffset) * rowStride + colOffset * 3;
-      out.set(rows.subarray(start, start + window.width * 3), outRow);
-      continue;
-    }
-    const y0 = v.first[j]!;
-    const n = v.count[j]!;
+    const y0 = v.first[j]! - rowFirst;
     const kOff = j * v.ksize;
-    for (let i = 0; i < window.width * 3; i++) {
+    for (let i = 0; i < stride; i++) {
       let s = ROUND;
-      for (let y = 0; y < n; y++) s += rows[(y0 + y - rowOffset) * rowStride + colOffset * 3 + i]! * v.weights[kOff + y]!;
-      out[outRow + i] = clip8(s);
+      for (let y = 0; y < v.count[j]!; y++) s += rows[(y0 + y) * stride + i]! * v.weights[kOff + y]!;
+      out[j * stride + i] = clip8(s);
     }
   }
   return out;

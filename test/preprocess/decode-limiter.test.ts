@@ -12,22 +12,28 @@ const turn = () => new Promise((r) => setImmediate(r));
 describe('DecodeLimiter', () => {
   it('holds large images to the lane capacity, in arrival order, and releases on completion', async () => {
     const limiter = new DecodeLimiter(30_000_000);
-    const [a, b, c] = [gate(), gate(), gate()];
+    const [a, b, c, d] = [gate(), gate(), gate(), gate()];
     const started: string[] = [];
     const run = (name: string, px: number, g: ReturnType<typeof gate>) => limiter.run(px, () => (started.push(name), g.decode()));
     const pa = run('a', 20_000_000, a);
     const pb = run('b', 20_000_000, b);
     const pc = run('c', 5_000_000, c); // would fit beside a, but waits behind b: no overtaking
+    const pd = run('d', 8_000_000, d); // fits beside b and c only once a has gone... and not even then
     await turn();
     expect(started).toEqual(['a']);
-    expect(limiter.state).toMatchObject({ largeInFlight: 20_000_000, largeWaiting: 2 });
+    expect(limiter.state).toMatchObject({ largeInFlight: 20_000_000, largeWaiting: 3 });
     a.done();
     await pa;
     await turn();
-    expect(started).toEqual(['a', 'b', 'c']);
+    expect(started).toEqual(['a', 'b', 'c']); // 20 + 5 of 30 Mpx: d (8) must wait
+    expect(limiter.state).toMatchObject({ largeInFlight: 25_000_000, largeWaiting: 1 });
     b.done();
+    await pb;
+    await turn();
+    expect(started).toEqual(['a', 'b', 'c', 'd']);
     c.done();
-    await Promise.all([pb, pc]);
+    d.done();
+    await Promise.all([pc, pd]);
     expect(limiter.state).toEqual({ largeInFlight: 0, largeWaiting: 0, smallInFlight: 0, smallWaiting: 0 });
   });
 
@@ -57,6 +63,29 @@ describe('DecodeLimiter', () => {
     expect(limiter.state).toMatchObject({ smallInFlight: SMALL_LANE_PIXELS, smallWaiting: 3 });
     g.done();
     await Promise.all(all);
+  });
+
+  it('puts an image of exactly 1 Mpx in the large lane, one pixel less in the small one', async () => {
+    const limiter = new DecodeLimiter(25_000_000);
+    const g = gate();
+    const large = limiter.run(1_000_000, g.decode);
+    const small = limiter.run(999_999, g.decode);
+    await turn();
+    expect(limiter.state).toMatchObject({ largeInFlight: 1_000_000, smallInFlight: 999_999 });
+    g.done();
+    await Promise.all([large, small]);
+  });
+
+  it('refuses at once a decode whose client has already gone, when it would have to wait', async () => {
+    const limiter = new DecodeLimiter(10_000_000);
+    const g = gate();
+    const first = limiter.run(10_000_000, g.decode);
+    const ac = new AbortController();
+    ac.abort();
+    await expect(limiter.run(10_000_000, g.decode, ac.signal)).rejects.toMatchObject({ code: 'DQ_ERR_CLIENT_DISCONNECTED' });
+    expect(limiter.state.largeWaiting).toBe(0);
+    g.done();
+    await first;
   });
 
   it('drops a waiting decode whose client has gone, and frees its place', async () => {

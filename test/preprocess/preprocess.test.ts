@@ -88,6 +88,13 @@ describe('preprocess', () => {
     expect(Buffer.compare(rgb.data, crop)).toBe(0);
   });
 
+  it('passes a dimension that keeps its size through unchanged (Pillow skips that pass; ours is exact)', async () => {
+    const noise = Buffer.from(Array.from({ length: 40 * 30 * 3 }, (_, i) => (i * 2654435761) % 251));
+    const same = await resizeBilinear(noise, 40, 30, 40, 30, { left: 3, top: 2, width: 32, height: 20 });
+    const expected = Buffer.concat(Array.from({ length: 20 }, (_, y) => noise.subarray(((2 + y) * 40 + 3) * 3, ((2 + y) * 40 + 35) * 3)));
+    expect(Buffer.compare(same, expected)).toBe(0);
+  });
+
   it('yields to the event loop during a large resize', async () => {
     const big = Buffer.alloc(2000 * 1500 * 3, 7); // ~14 M multiply-adds: several turns of the loop
     let turns = 0;
