@@ -59,8 +59,9 @@ export async function startServer(config: Config, logger: Logger = createLogger(
 
 /**
  * `dqserve serve`: start, and drain on SIGTERM/SIGINT. Past config.drainTimeoutMs the requests still pending
- * are answered 503 and, once those are written (50 ms at most), the process ends by the signal it got (its default action): process.exit()
- * would first wait for the decodes already running in libvips's threads, which cannot be cancelled.
+ * are answered 503 and, once those are written (50 ms at most), the process ends by the signal it got (its
+ * default action): process.exit() would first wait for the decodes already running in libvips's threads,
+ * which cannot be cancelled.
  */
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger(config);

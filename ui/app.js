@@ -246,7 +246,7 @@ function barChart(el, plot, names, series, range, yTicks) {
   plot?.destroy();
   const short = (n) => n.replace(/^layer/, '').replace(/\.conv/, '.');
   return new uPlot({
-    width: Math.min(940, el.clientWidth || 900),
+    width: chartWidth(el),
     height: 220,
     scales: { x: { time: false, range: [-0.6, names.length - 0.4] }, y: { range } },
     axes: [
@@ -335,31 +335,30 @@ async function pollMetrics() {
     if (live[k].length > 150) live[k].shift();
   }
   $('live-samples').textContent = String(live.t.length);
-  const savedData = [live.t, live.saved];
-  if (live.savedPlot) live.savedPlot.setData(savedData);
-  else {
-    live.savedPlot = new uPlot({
-      width: Math.min(940, $('live-saved').clientWidth || 900),
-      height: 160,
-      scales: { x: { range: (_u, min, max) => (max - min < 60 ? [max - 60, max] : [min, max]) } },
-      series: [{}, { label: 'Bit-FLOPs saved vs the reference (%)', stroke: '#6a4fb0', width: 2, spanGaps: false }],
-      axes: [{}, { label: '% saved' }],
-      legend: { live: false },
-    }, savedData, $('live-saved'));
-  }
-  const data = [live.t, live.rps, live.p50, live.p99];
-  if (live.plot) live.plot.setData(data);
-  else {
-    live.plot = new uPlot({
-      width: Math.min(940, $('live-chart').clientWidth || 900),
-      height: 220,
-      scales: { x: { range: (_u, min, max) => (max - min < 60 ? [max - 60, max] : [min, max]) }, ms: { auto: true } },
-      series: [{}, { label: 'requests/s', stroke: '#2f6fbf', width: 2 }, { label: 'p50 ms', stroke: '#2a8a2a', scale: 'ms' }, { label: 'p99 ms', stroke: '#b03030', scale: 'ms' }],
-      axes: [{}, { label: 'requests/s' }, { scale: 'ms', side: 1, label: 'ms', grid: { show: false } }],
-      legend: { live: false },
-    }, data, $('live-chart'));
-  }
+  live.savedPlot = timeChart($('live-saved'), live.savedPlot, [live.t, live.saved], 160,
+    [{ label: 'Bit-FLOPs saved vs the reference (%)', stroke: '#6a4fb0', width: 2 }], [{ label: '% saved' }]);
+  live.plot = timeChart($('live-chart'), live.plot, [live.t, live.rps, live.p50, live.p99], 220,
+    [{ label: 'requests/s', stroke: '#2f6fbf', width: 2 }, { label: 'p50 ms', stroke: '#2a8a2a', scale: 'ms' }, { label: 'p99 ms', stroke: '#b03030', scale: 'ms' }],
+    [{ label: 'requests/s' }, { scale: 'ms', side: 1, label: 'ms', grid: { show: false } }]);
 }
+
+/** A uPlot line chart over the last minutes of `data[0]` (seconds): created once, then updated in place. */
+function timeChart(el, plot, data, height, series, axes) {
+  if (plot) {
+    plot.setData(data);
+    return plot;
+  }
+  return new uPlot({
+    width: chartWidth(el),
+    height,
+    scales: { x: { range: (_u, min, max) => (max - min < 60 ? [max - 60, max] : [min, max]) } },
+    series: [{}, ...series],
+    axes: [{}, ...axes],
+    legend: { live: false },
+  }, data, el);
+}
+
+const chartWidth = (el) => Math.min(940, el.clientWidth || 900);
 
 function renderLiveBits(samples) {
   if (!state.model || state.models[state.model].kind !== 'dynamic') return;
