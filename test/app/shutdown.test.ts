@@ -30,10 +30,6 @@ function startProcess(args: string[]): Promise<{ child: ChildProcess; url: strin
   });
 }
 
-function exited(child: ChildProcess): Promise<number | null> {
-  return new Promise((r) => child.once('exit', (code) => r(code)));
-}
-
 function ended(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
 }
@@ -52,7 +48,7 @@ describe('SIGTERM', () => {
       fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: rocket }).then(async (r) => ({ status: r.status, body: await r.text() })),
     );
     await new Promise((r) => setTimeout(r, 300));
-    const exit = exited(child);
+    const exit = ended(child);
     const t0 = Date.now();
     child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 100));
@@ -66,7 +62,7 @@ describe('SIGTERM', () => {
 
     const results = await Promise.all(accepted);
     expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
-    const code = await exit;
+    const { code } = await exit;
     if (code !== 0) console.error(logs.join('\n'));
     expect(code).toBe(0);
     expect(Date.now() - t0).toBeLessThan(8000);
@@ -122,7 +118,7 @@ describe('npm start', () => {
       });
     });
     expect((await fetch(`${url}/v2/health/live`)).status).toBe(200);
-    const gone = exited(npm);
+    const gone = ended(npm);
     npm.kill('SIGTERM');
     await gone;
     // the server drains and exits with npm: nothing answers on its port any more
