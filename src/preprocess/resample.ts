@@ -5,8 +5,9 @@
 //
 // Only the pixels of `window` (the centre crop) are computed: each output pixel depends on its own row and
 // column of coefficients alone, so the values equal those of the full resize. A 12 Mpx photo still costs ~55 M
-// multiply-adds (~80 ms here: bench/resize.ts), so the horizontal pass yields to the event loop every ~1 ms of work. Pillow skips a
-// pass whose size does not change; running it is exact too (its weights are 1 and 0), so both always run.
+// multiply-adds (~80 ms here: bench/resize.ts), so the horizontal pass yields to the event loop every ~1 ms of
+// work. Pillow skips a pass whose size does not change; running it is exact too (its weights are 1 and 0), so
+// both always run.
 
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
