@@ -26,10 +26,12 @@ def _read(path, device="cpu"):
 
 
 def load_weights(model, path, device="cpu") -> None:
-    """Start from another phase's weights: the controller (absent in fp/static checkpoints) keeps its init."""
+    """Start from another phase's weights: the controller (absent in fp/static checkpoints) keeps its init, and
+    learned activation clips absent from the checkpoint (an fp or DoReFa run) keep theirs (train calibrates them)."""
     state = _read(path, device)["model"]
     missing, unexpected = model.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.startswith("controller.")] + [k for k in unexpected if not k.startswith("controller.")]
+    optional = lambda k: k.startswith("controller.") or k.endswith("act.alpha")  # noqa: E731
+    bad = [k for k in missing + unexpected if not optional(k)]
     if bad:
         raise ValueError(f"{path} does not match this architecture: {bad[:5]}")
 

@@ -42,8 +42,19 @@ def _add_train(sub):
     p.add_argument("--first-last-bits", type=int, default=32, choices=[8, 32], help="stem conv and classifier")
     p.add_argument("--controller-bits", type=int, default=32, choices=[*range(2, 9), 32],
                    help="bit-width of the controller's two linear layers (32: full precision)")
-    p.add_argument("--act", default="dorefa", choices=["dorefa", "pact"], help="activation quantizer")
-    p.add_argument("--pact-init", type=float, default=6.0, help="initial PACT clip value alpha (with --act pact)")
+    p.add_argument("--act", default="dorefa", choices=["dorefa", "pact", "lsq"],
+                   help="activation quantizer: DoReFa's fixed [0, 1] clip, or a clip learned per layer with PACT's "
+                        "or LSQ's gradient")
+    p.add_argument("--act-init", default="calibrate", choices=["calibrate", "keep"],
+                   help="learned clips (pact, lsq) start at each layer's MSE-optimal clip on its full-precision "
+                        "inputs (calibrate), or at the --init checkpoint's clips / --pact-init (keep)")
+    p.add_argument("--pact-init", type=float, default=6.0,
+                   help="initial clip of learned activation quantizers not calibrated (and of a quantized controller)")
+    p.add_argument("--act-decay", type=float,
+                   help="L2 weight decay on the learned clips, PACT's regularisation (default: --weight-decay)")
+    p.add_argument("--distill", help="teacher checkpoint (e.g. the fp model.pt): distil its predictions")
+    p.add_argument("--distill-weight", type=float, default=0.5,
+                   help="with --distill: loss = (1 - w) * cross-entropy + w * KL(teacher || model)")
     p.add_argument("--init", help="checkpoint to start from (e.g. the fp or static phase's model.pt)")
     p.add_argument("--epochs", type=int, default=10, help="passes over the training set")
     p.add_argument("--batch-size", type=int, default=128, help="images per optimizer step")
@@ -97,7 +108,10 @@ def cmd_train(a) -> int:
     cands = [a.bits] if a.precision == "static" else a.candidates
     mc = ModelConfig(arch=a.arch, candidates=cands, fixed_bits=fixed, first_last_bits=a.first_last_bits, act=a.act,
                      pact_init=a.pact_init, controller_bits=a.controller_bits)
+    if not 0 <= a.distill_weight <= 1:
+        raise UsageError("--distill-weight must be between 0 and 1")
     cfg = TrainConfig(data=a.data, out=a.out, model=mc, precision=a.precision, bits=a.bits, init=a.init,
+                      act_init=a.act_init, act_decay=a.act_decay, distill=a.distill, distill_weight=a.distill_weight,
                       epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                       schedule=a.schedule, milestones=a.milestones, warmup_epochs=a.warmup_epochs, alpha=a.alpha,
                       target_bits=a.target_bits, cost_form=a.cost_form, tau=a.tau, tau_end=a.tau_end, diversity=a.diversity,

@@ -1,10 +1,14 @@
-"""DoReFa / PACT quantizers with straight-through rounding (dqnet-official.md §3).
+"""DoReFa weights; DoReFa / PACT / LSQ activations; straight-through rounding (dqnet-official.md §3).
 
 Weights: DoReFa (tanh, max-normalise to [0, 1], 2^b levels, mapped back to [-1, 1]).
-Activations: DoReFa clamps to [0, 1]; PACT clamps to [0, alpha] with alpha learned.
+Activations: 2^b levels on [0, clip]. DoReFa's clip is 1; PACT and LSQ learn it per layer (`alpha`) and differ
+only in its gradient. Every kind is the same arithmetic once trained (a clip per layer), so bundles, engines and
+`dqserve verify` need nothing kind-specific (docs/model-bundle.md).
 A quantized layer's weights and activations share one bit-width b.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -50,20 +54,52 @@ def dorefa_weight_int(w: torch.Tensor, bits: int) -> torch.Tensor:
     return (2 * torch.round(_weight_unit(w) * n) - n).to(torch.int32)
 
 
+class _LsqQuant(torch.autograd.Function):
+    """LSQ (Esser et al., ICLR 2020) with the clip alpha = s * n as the parameter (n = 2^b - 1, s the step).
+
+    Forward: alpha / n * round(clamp(x, 0, alpha) * n / alpha). Backward: x gets the straight-through gradient
+    inside [0, alpha]; alpha gets LSQ's, d/d alpha = (round(u) - u) / n inside (u = x n / alpha) and 1 above,
+    times `scale`. LSQ scales the step's gradient by g = 1 / sqrt(features * n); the same update expressed on
+    alpha = s n needs g * n^2 (d/ds = n d/d alpha, and alpha moves n times as far as s)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, bits: int, scale: float):
+        n = levels(bits)
+        u = torch.clamp(x, min=0.0) * (n / alpha)
+        inside = u < n
+        q = torch.round(torch.clamp(u, max=float(n)))
+        ctx.save_for_backward(u, q, inside)
+        ctx.n, ctx.scale = n, scale
+        return q * (alpha / n)
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, q, inside = ctx.saved_tensors
+        n = ctx.n
+        positive = u > 0
+        gx = grad * (inside & positive)
+        per_value = torch.where(inside, (q - u) / n, torch.ones_like(u))
+        galpha = (grad * per_value).sum() * ctx.scale
+        return gx, galpha.reshape(()), None, None
+
+
+ACT_KINDS = ("dorefa", "pact", "lsq")
+
+
 class ActQuant(nn.Module):
     """Activation quantizer shared by every candidate bit-width of one layer.
 
-    kind 'dorefa': clamp to [0, 1]. kind 'pact': clamp to [0, alpha], alpha learned (PACT), one per layer.
-    The whole rounding step is straight-through, so alpha's gradient is 1 where x >= alpha and 0 elsewhere,
-    exactly PACT's (no quantization-error term as in LSQ).
+    kind 'dorefa': clamp to [0, 1]. kind 'pact': clamp to [0, alpha], alpha learned, one per layer; the whole
+    rounding step is straight-through, so alpha's gradient is 1 where x >= alpha and 0 elsewhere, exactly
+    PACT's. kind 'lsq': the same clip with LSQ's gradient (the rounding error counts too) and gradient scale.
     """
 
     def __init__(self, kind: str = "dorefa", pact_init: float = 6.0):
         super().__init__()
-        if kind not in ("dorefa", "pact"):
-            raise ValueError(f"unknown activation quantizer {kind!r} (dorefa or pact)")
+        if kind not in ACT_KINDS:
+            raise ValueError(f"unknown activation quantizer {kind!r} ({', '.join(ACT_KINDS)})")
         self.kind = kind
-        self.alpha = nn.Parameter(torch.tensor(float(pact_init))) if kind == "pact" else None
+        self.alpha = nn.Parameter(torch.tensor(float(pact_init))) if kind != "dorefa" else None
 
     def clip_value(self) -> float:
         return float(self.alpha.detach()) if self.alpha is not None else 1.0
@@ -75,6 +111,10 @@ class ActQuant(nn.Module):
         if self.alpha is None:
             return quantize_unit(torch.clamp(x, 0, 1), bits)
         a = self.alpha
+        if self.kind == "lsq":
+            n = levels(bits)
+            features = x[0].numel() if x.dim() > 1 else x.numel()
+            return _LsqQuant.apply(x, a, bits, n * n / math.sqrt(features * n))
         clipped = 0.5 * (x.abs() - (x - a).abs() + a)
         c, ad = clipped.detach(), a.detach()
         return clipped + (ad * quantize_unit(c / ad, bits) - c)

@@ -18,10 +18,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import cost
-from .checkpoint import load_weights, save_checkpoint
+from .calibrate import calibrate_clips
+from .checkpoint import load_model, load_weights, save_checkpoint
 from .data import augment, load_split, normalize
 from .evaluate import accuracy
 from .resnet import ModelConfig, build_model
+
+
+CALIBRATION_IMAGES = 2000  # training images whose full-precision activations set the initial clips
 
 
 @dataclass
@@ -32,6 +36,13 @@ class TrainConfig:
     precision: str = "fp"  # fp | static | dynamic
     bits: Optional[int] = None  # static bit-width (precision static)
     init: Optional[str] = None  # checkpoint to start from (weights only)
+    # learned activation clips (PACT, LSQ) start from: 'calibrate' (each layer's MSE-optimal clip on its
+    # full-precision inputs) or 'keep' (the init checkpoint's, else ModelConfig.pact_init)
+    act_init: str = "calibrate"
+    act_decay: Optional[float] = None  # L2 on the learned clips, as PACT's paper regularises alpha; None: weight_decay
+    # knowledge distillation: the loss is (1 - w) * cross-entropy + w * KL(teacher's softmax || the model's)
+    distill: Optional[str] = None  # teacher checkpoint (the full-precision model)
+    distill_weight: float = 0.5
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
@@ -193,13 +204,22 @@ def train(cfg: TrainConfig) -> Path:
         state = torch.load(last, map_location=device, weights_only=False)  # our own files; torch 1.13 cannot read plain dicts with True
         model.load_state_dict(state["model"])
         start_epoch = state["epoch"]
-    elif cfg.init:
-        load_weights(model, cfg.init, device)
-    decay, no_decay = [], []
+    else:
+        if cfg.init:
+            load_weights(model, cfg.init, device)
+        if cfg.precision != "fp" and cfg.model.act != "dorefa" and cfg.act_init == "calibrate":
+            clips = calibrate_clips(model, normalize(train_set.images[:CALIBRATION_IMAGES].to(device)),
+                                    lambda m: m.bits if m.kind == "fixed" else (cfg.bits or round(cfg.target_bits)),
+                                    seed=cfg.seed)
+            if main:
+                (out / "calibration.json").write_text(json.dumps(clips, indent=2))
+    decay, no_decay, clips = [], [], []
     for n, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        (clips if n.endswith("act.alpha") else no_decay if p.ndim <= 1 else decay).append(p)
+    act_decay = cfg.weight_decay if cfg.act_decay is None else cfg.act_decay
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum,
+                           {"params": no_decay, "weight_decay": 0.0},
+                           {"params": clips, "weight_decay": act_decay}], lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=True)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
@@ -221,6 +241,7 @@ def train(cfg: TrainConfig) -> Path:
         log = open(log_path, "a")
         (out / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2))
     amp = cfg.amp and device.type == "cuda"
+    teacher = load_model(cfg.distill, device)[0] if cfg.distill else None
     for epoch in range(start_epoch, cfg.epochs):
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         perm = torch.randperm(n, generator=g)[: steps * cfg.batch_size * world]
@@ -242,6 +263,11 @@ def train(cfg: TrainConfig) -> Path:
             with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()):
                 logits, choice, ctrl_logits = net(x, tau=tau_at(cfg, ep))
                 loss = F.cross_entropy(logits.float(), y)
+                if teacher is not None:
+                    with torch.no_grad():
+                        soft = F.log_softmax(teacher(x)[0].float(), dim=1)
+                    kl = F.kl_div(F.log_softmax(logits.float(), dim=1), soft, log_target=True, reduction="batchmean")
+                    loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kl
                 if cfg.precision == "dynamic":
                     loss = loss + cost_loss(cfg, model, choice.float())
                     if cfg.diversity:

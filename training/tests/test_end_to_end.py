@@ -33,6 +33,9 @@ def trained(small_binary, tmp_path_factory):
         str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
     run("train", "--out", str(out / "dq8"), "--precision", "dynamic", "--controller-bits", "8", "--init",
         str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
+    # learned clips: LSQ, calibrated from the fp model's activations, distilled from it
+    run("train", "--out", str(out / "dql"), "--precision", "dynamic", "--act", "lsq", "--distill",
+        str(out / "fp" / "model.pt"), "--init", str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
     return out
 
 
@@ -144,6 +147,38 @@ def test_8bit_controller_exports_its_levels_and_cost(trained, small_binary):
     assert {"Clip", "Round", "Div"} <= {n.op_type for n in onnx.load(bundle / "stem.onnx").graph.node}
     res = _verify(bundle, small_binary)
     assert res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999
+
+
+def test_learned_clips_calibrate_train_and_export_with_parity(trained, small_binary):
+    cfg = json.loads((trained / "dql" / "config.json").read_text())
+    assert (cfg["model"]["act"], cfg["act_init"], cfg["distill_weight"]) == ("lsq", "calibrate", 0.5)
+    calibrated = json.loads((trained / "dql" / "calibration.json").read_text())
+    # every quantized input of resnet8: 6 block convs and 2 shortcuts, each at its own clip
+    assert len(calibrated) == 8 and len(set(calibrated.values())) == 8 and all(v > 0 for v in calibrated.values())
+    repo = trained / "models-lsq"
+    run("export", "--checkpoint", str(trained / "dql" / "model.pt"), "--data", str(small_binary), "--out", str(repo),
+        "--name", "tiny_lsq")
+    bundle = repo / "tiny_lsq" / "1"
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["bits"]["activation_quantizer"] == "lsq"
+    # trained clips, none of them DoReFa's 1, which the engine must reproduce (the graphs fold each clip into
+    # its conv's requantization multipliers)
+    from training.checkpoint import load_model
+
+    model, _ = load_model(trained / "dql" / "model.pt")
+    trained_clips = {n: m.act.clip_value() for n, m in model.named_modules() if n in calibrated}
+    assert all(abs(c - 1) > 1e-3 for c in trained_clips.values()) and trained_clips != calibrated
+    res = _verify(bundle, small_binary)
+    assert res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999 and res["logits_identical"] >= 0.95
+    assert res["accuracy_engine"] == pytest.approx(m["metrics"]["top1"], abs=0.005)
+
+
+def test_distillation_needs_a_real_teacher(small_binary, tmp_path):
+    r = subprocess.run([PY, "-m", "training", "train", "--data", str(small_binary), "--out", str(tmp_path / "x"),
+                        "--arch", "resnet8", "--precision", "static", "--bits", "4", "--distill",
+                        str(tmp_path / "missing.pt"), "--epochs", "1", "--no-progress"], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.pt" in r.stderr
 
 
 def test_export_refuses_to_overwrite(trained, small_binary):
