@@ -81,6 +81,9 @@ def _add_train(sub):
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test images per epoch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--channels-last", action="store_true", help="NHWC tensors (faster bf16 convs on GPUs)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward (torch 2.x; parts that fail to compile run eagerly)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay in log.jsonl)")
 
 
@@ -92,6 +95,8 @@ def _add_eval_common(p, checkpoint_required: bool = True):
 
 
 def cmd_train(a) -> int:
+    import torch
+
     from .resnet import ModelConfig
     from .train import TrainConfig, train
 
@@ -108,6 +113,8 @@ def cmd_train(a) -> int:
     cands = [a.bits] if a.precision == "static" else a.candidates
     mc = ModelConfig(arch=a.arch, candidates=cands, fixed_bits=fixed, first_last_bits=a.first_last_bits, act=a.act,
                      pact_init=a.pact_init, controller_bits=a.controller_bits)
+    if a.compile and not hasattr(torch, "compile"):
+        raise UsageError(f"--compile needs torch 2.0 or later (this is torch {torch.__version__})")
     if not 0 <= a.distill_weight <= 1:
         raise UsageError("--distill-weight must be between 0 and 1")
     cfg = TrainConfig(data=a.data, out=a.out, model=mc, precision=a.precision, bits=a.bits, init=a.init,
@@ -117,6 +124,7 @@ def cmd_train(a) -> int:
                       target_bits=a.target_bits, cost_form=a.cost_form, tau=a.tau, tau_end=a.tau_end, diversity=a.diversity,
                       confidence=a.confidence, sensitivity=a.sensitivity, seed=a.seed,
                       train_limit=a.train_limit, eval_limit=a.eval_limit, device=a.device, amp=a.amp,
+                      channels_last=a.channels_last, compile=a.compile,
                       progress=not a.no_progress)
     print(train(cfg))
     return 0

@@ -69,6 +69,8 @@ class TrainConfig:
     eval_limit: Optional[int] = None
     device: str = "auto"
     amp: bool = False  # bf16 autocast on CUDA
+    channels_last: bool = False  # NHWC memory format (cuDNN's fast path for bf16 convs)
+    compile: bool = False  # torch.compile the training forward (torch 2.x; parts that fail to compile run eagerly)
     progress: bool = True
 
     def as_dict(self):
@@ -166,6 +168,13 @@ def sensitivity_loss(model, x: torch.Tensor, y: torch.Tensor, ctrl_logits: torch
     return -(z * expected).mean()
 
 
+def _compiled(net):
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # a part that fails to compile runs eagerly (logged), never stops the run
+    return torch.compile(net)
+
+
 def make_model(cfg: TrainConfig):
     mc = cfg.model
     if cfg.precision != "dynamic":
@@ -241,6 +250,9 @@ def train(cfg: TrainConfig) -> Path:
         log = open(log_path, "a")
         (out / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2))
     amp = cfg.amp and device.type == "cuda"
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    forward = _compiled(net) if cfg.compile else net
     teacher = load_model(cfg.distill, device)[0] if cfg.distill else None
     for epoch in range(start_epoch, cfg.epochs):
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -258,10 +270,12 @@ def train(cfg: TrainConfig) -> Path:
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, ep)
             idx = mine[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = normalize(augment(images[idx], g))
+            x = normalize(augment(images[idx], g)).contiguous(memory_format=fmt)
             y = labels[idx]
             with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()):
-                logits, choice, ctrl_logits = net(x, tau=tau_at(cfg, ep))
+                # a tensor: a compiled forward would be recompiled for every new Python float
+                tau = torch.tensor(tau_at(cfg, ep), device=device) if cfg.compile else tau_at(cfg, ep)
+                logits, choice, ctrl_logits = forward(x, tau=tau)
                 loss = F.cross_entropy(logits.float(), y)
                 if teacher is not None:
                     with torch.no_grad():

@@ -181,6 +181,21 @@ def test_distillation_needs_a_real_teacher(small_binary, tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.pt" in r.stderr
 
 
+def test_channels_last_trains_and_compile_needs_torch_2(small_binary, tmp_path):
+    import torch
+
+    common = ["--data", str(small_binary), "--arch", "resnet8", "--precision", "static", "--bits", "4", "--epochs", "1",
+              "--train-limit", "256", "--eval-limit", "100", "--batch-size", "64", "--no-progress"]
+    run("train", "--out", str(tmp_path / "cl"), "--channels-last", "--act", "pact", *common)
+    assert json.loads((tmp_path / "cl" / "config.json").read_text())["channels_last"] is True
+    if hasattr(torch, "compile"):  # torch 2.x (the GPU machine): the compiled forward trains
+        run("train", "--out", str(tmp_path / "c"), "--compile", *common)
+    else:  # Debian's torch 1.13: refused in one line
+        r = subprocess.run([PY, "-m", "training", "train", "--out", str(tmp_path / "c"), "--compile", *common], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "torch 2.0" in r.stderr
+
+
 def test_export_refuses_to_overwrite(trained, small_binary):
     r = subprocess.run([PY, "-m", "training", "export", "--checkpoint", str(trained / "dq" / "model.pt"), "--data",
                         str(small_binary), "--out", str(trained / "models-float"), "--name", "tiny_dq"], cwd=ROOT,
