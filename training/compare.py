@@ -6,6 +6,8 @@ Each run is a `train` folder (config.json, log.jsonl) holding the `evaluate` out
 from __future__ import annotations
 
 import json
+import re
+import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -28,14 +30,16 @@ def describe(cfg: Dict) -> str:
     m = cfg["model"]
     if cfg["precision"] == "fp":
         return "full precision"
+    how = f", {m['act'].upper()} activations" if m.get("act", "dorefa") != "dorefa" else ""
+    how += ", distilled" if cfg.get("distill") else ""
     if cfg["precision"] == "static":
-        return f"static {cfg['bits']}-bit"
+        return f"static {cfg['bits']}-bit{how}"
     extra = f", diversity {cfg['diversity']:g}" if cfg.get("diversity") else ""
     extra += f", confidence {cfg['confidence']:g}" if cfg.get("confidence") else ""
     extra += f", sensitivity {cfg['sensitivity']:g}" if cfg.get("sensitivity") else ""
     if m.get("controller_bits", 32) < 32:
         extra += f", {m['controller_bits']}-bit controller"
-    return f"dynamic {{{', '.join(map(str, m['candidates']))}}}, target {cfg['target_bits']:g}{extra}"
+    return f"dynamic {{{', '.join(map(str, m['candidates']))}}}, target {cfg['target_bits']:g}{extra}{how}"
 
 
 def tied_deciles(deciles: List[Dict]) -> int:
@@ -121,6 +125,31 @@ def markdown(table: List[Dict], reference_bits: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_groups(table: List[Dict]) -> List[Dict]:
+    """Runs named <configuration>_s<seed> grouped into one row per configuration: top-1 mean and sample standard
+    deviation over the seeds (a single run: sd None), mean Bit-FLOPs."""
+    groups: Dict[str, List[Dict]] = {}
+    for r in table:
+        groups.setdefault(re.sub(r"_s\d+$", "", r["run"]), []).append(r)
+    out = []
+    for name, rs in groups.items():
+        top1 = [r["top1"] for r in rs]
+        out.append({"configuration": name, "what": rs[0]["what"], "runs": [r["run"] for r in rs], "seeds": len(rs),
+                    "top1_mean": statistics.fmean(top1), "top1_sd": statistics.stdev(top1) if len(rs) > 1 else None,
+                    "bitflops_mean": statistics.fmean(r["bitflops_mean"] for r in rs),
+                    "epochs": sorted({r["epochs"] for r in rs if r["epochs"] is not None})})
+    return out
+
+
+def seeds_markdown(groups: List[Dict]) -> str:
+    lines = ["| configuration | what | epochs | seeds | top-1 mean ± sd | mean Bit-FLOPs |", "|" + " --- |" * 6]
+    for g in groups:
+        sd = "" if g["top1_sd"] is None else f" ± {100 * g['top1_sd']:.2f}"
+        lines.append(f"| {g['configuration']} | {g['what']} | {', '.join(map(str, g['epochs'])) or '?'} | {g['seeds']} | "
+                     f"{100 * g['top1_mean']:.2f}{sd}% | {g['bitflops_mean'] / 1e9:.3f} G |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(runs: List[Dict], path: Path) -> None:
     import matplotlib
 
@@ -128,13 +157,20 @@ def plot(runs: List[Dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    static = sorted((r for r in runs if r["config"]["precision"] == "static"), key=lambda r: r["config"]["bits"])
-    if static:
-        ax.plot([r["eval"]["bitflops"]["mean"] / 1e9 for r in static], [100 * r["eval"]["top1"] for r in static],
-                "s-", color="gray", label="static (separately trained)")
-        for r in static:
-            ax.annotate(f"{r['config']['bits']}b", (r["eval"]["bitflops"]["mean"] / 1e9, 100 * r["eval"]["top1"]),
-                        textcoords="offset points", xytext=(4, -10))
+    # static runs of one configuration (seeds) as their mean, with the seeds' standard deviation as error bar
+    by_what: Dict[Tuple[int, str], List[Dict]] = {}
+    for r in runs:
+        if r["config"]["precision"] == "static":
+            by_what.setdefault((r["config"]["bits"], describe(r["config"])), []).append(r)
+    for label in sorted({what.split(", ", 1)[1] if ", " in what else "" for _, what in by_what}):
+        pts = sorted((b, statistics.fmean(r["eval"]["bitflops"]["mean"] for r in rs) / 1e9,
+                      [100 * r["eval"]["top1"] for r in rs]) for (b, what), rs in by_what.items()
+                     if (what.split(", ", 1)[1] if ", " in what else "") == label)
+        sd = [statistics.stdev(t) if len(t) > 1 else 0 for _, _, t in pts]
+        ax.errorbar([c for _, c, _ in pts], [statistics.fmean(t) for _, _, t in pts], yerr=sd, fmt="s-", capsize=3,
+                    label=f"static{' (' + label + ')' if label else ''} (separately trained)")
+        for b, c, t in pts:
+            ax.annotate(f"{b}b", (c, statistics.fmean(t)), textcoords="offset points", xytext=(4, -10))
     for r in (r for r in runs if r["config"]["precision"] == "dynamic"):
         cal = r["eval"].get("calibration") or []
         line, = ax.plot([c["mean_bitflops"] / 1e9 for c in cal], [100 * c["accuracy"] for c in cal], ":", alpha=.7)
@@ -161,5 +197,9 @@ def compare(run_dirs: List[Path], out: Path, reference_bits: int = 4) -> List[Di
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(table, indent=1) + "\n")
     (out / "results.md").write_text(markdown(table, reference_bits))
+    groups = seed_groups(table)
+    if any(g["seeds"] > 1 for g in groups):
+        (out / "results_seeds.json").write_text(json.dumps(groups, indent=1) + "\n")
+        (out / "results_seeds.md").write_text(seeds_markdown(groups))
     plot(runs, out / "accuracy_vs_bitflops.png")
     return table

@@ -27,54 +27,17 @@
 # SMOKE=1:        every phase at toy size on the CPU (resnet8, 1 epoch, a few hundred images): a rehearsal.
 set -euo pipefail
 (($#)) || { echo "usage: $0 PHASE... (fp | static | dynamic | export)" >&2; exit 2; }
-D=${DATA:-.device/cifar10}
 R=runs/gpu
 DOCS=${DOCS:-docs/results/gpu}  # export's tables, plots and the runs' small files, for docs/results.md
-OUT=${OUT:-/tmp/out}
-DEADLINE=${DEADLINE:-540}
 FP_EPOCHS=${FP_EPOCHS:-30} STATIC_EPOCHS=${STATIC_EPOCHS:-12} DYNAMIC_EPOCHS=${DYNAMIC_EPOCHS:-8}
-MIN_PHASE_S=${MIN_PHASE_S:-60}
 for phase in "$@"; do
   case "$phase" in fp | static | dynamic | export) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
 done
-mkdir -p "$R" "$OUT"
 run_args=(--device cuda --amp --batch-size 256)
 [ -n "${SMOKE:-}" ] && run_args=(--device cpu --arch resnet8 --batch-size 64 --epochs 1 --train-limit 640 --eval-limit 200)
-started=$SECONDS
-names=() phase_names=() pids=() rc=0
-left() { echo $((DEADLINE - (SECONDS - started))); }
-train() {  # train NAME ARGS...: one training in the background, its own arguments before the run-wide ones
-  local name=$1; shift
-  if [ -f "$R/$name/model.pt" ]; then echo "$name: finished before this call"; return 0; fi
-  local left; left=$(left)
-  ((left >= 1)) || left=1  # past the deadline: stopped at once (timeout 0 would mean no limit)
-  echo "+ $name: $*"
-  mkdir -p "$R/$name"
-  timeout -s TERM "$left" python3 -m training train --data "$D" --arch resnet20 --no-progress --out "$R/$name" \
-    "$@" "${run_args[@]}" > "$R/$name.log" 2>&1 &
-  names+=("$name") phase_names+=("$name") pids+=($!)
-}
-needs() {  # needs CHECKPOINT...: true when every starting checkpoint exists
-  for c in "$@"; do [ -f "$R/$c/model.pt" ] || { echo "skipping $phase: $c has not finished" >&2; rc=1; return 1; }; done
-}
-wait_all() {  # a training stopped by the deadline (timeout's 124) resumes next call; any other failure is one
-  local i status
-  for i in "${!pids[@]}"; do
-    status=0; wait "${pids[$i]}" || status=$?
-    case $status in
-      0) ;;
-      124) echo "${phase_names[$i]}: stopped at the deadline; resumes from its last.pt next call" ;;
-      *) echo "${phase_names[$i]}: FAILED (exit $status), see $R/${phase_names[$i]}.log" >&2; rc=1 ;;
-    esac
-  done
-  pids=() phase_names=()
-}
-# decode the JPEGs once (cached) before parallel trainings all try to
-python3 -m training prepare --data "$D"
+. "$(dirname "$0")/lib.sh"
 for phase in "$@"; do
-  if [ "$phase" != export ] && (($(left) < MIN_PHASE_S)); then
-    echo "skipping $phase: less than ${MIN_PHASE_S} s before the deadline" >&2; rc=1; continue
-  fi
+  [ "$phase" = export ] || phase_fits "$phase" || continue
   case "$phase" in
     fp)      # ~2.3 s/epoch alone on the H100 (device.md)
       train fp --epochs "$FP_EPOCHS" --lr 0.1 --warmup-epochs 2 ;;
@@ -109,9 +72,7 @@ for phase in "$@"; do
         [ -f "$r/model.pt" ] || continue
         # evaluated once (a later export only adds the runs that finished since), every run in the models' own
         # float arithmetic, so that full-precision and 8-bit runs sit in the same tables (bundles measure int8)
-        [ -f "$r/eval/eval.json" ] ||
-          python3 -m training evaluate --checkpoint "$r/model.pt" --data "$D" --out "$r/eval" --arithmetic float \
-            ${SMOKE:+--limit 200}
+        evaluate_once "$r"
         # what docs/results.md links to: each run's config, log, evaluation and, for dynamic runs, its figures
         mkdir -p "$DOCS/runs/${r##*/}"
         cp "$r/config.json" "$r/log.jsonl" "$r/eval/eval.json" "$DOCS/runs/${r##*/}/"
@@ -128,17 +89,5 @@ for phase in "$@"; do
   esac
   wait_all  # the next phase starts from this one's checkpoints
 done
-# at most 8 files come back: the runs in as few groups as that needs, one archive each
-per=$(( (${#names[@]} + 7) / 8 ))
-for ((i = 0; i < ${#names[@]}; i += per)); do
-  group=("${names[@]:i:per}") members=() skip=()
-  for name in "${group[@]}"; do
-    members+=("$name" "$name.log")
-    # a finished run needs only model.pt to go on; an unfinished one its last.pt to resume
-    [ -f "$R/$name/model.pt" ] && skip+=(--exclude "$name/last.pt")
-    tail -n 2 "$R/$name.log"
-  done
-  tar czf "$OUT/$(IFS=-; echo "${group[*]}").tar.gz" -C "$R" "${skip[@]}" --exclude '*.tmp' "${members[@]}"
-done
-ls -la "$OUT"
+pack
 exit $rc

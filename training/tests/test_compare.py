@@ -40,3 +40,19 @@ def test_static_line_interpolates_on_the_frontier(bitflops, expected):
     got = static_line(STATIC, bitflops)
     assert got == (None if expected is None else pytest.approx(expected))
     assert static_line([], 1.0) is None
+
+
+def test_seed_groups_give_mean_and_sample_sd_per_configuration():
+    from training.compare import seed_groups, seeds_markdown
+
+    row = lambda run, top1, what="static 4-bit, LSQ activations": {  # noqa: E731
+        "run": run, "what": what, "top1": top1, "bitflops_mean": 1.1e9, "epochs": 60}
+    groups = seed_groups([row("w4_s0", 0.90), row("w4_s1", 0.91), row("w4_s2", 0.92), row("w4_s0_long", 0.925),
+                          row("fp_s0", 0.92, "full precision")])
+    g = {x["configuration"]: x for x in groups}
+    assert g["w4"]["seeds"] == 3 and g["w4"]["runs"] == ["w4_s0", "w4_s1", "w4_s2"]
+    assert g["w4"]["top1_mean"] == pytest.approx(0.91) and g["w4"]["top1_sd"] == pytest.approx(0.01)
+    assert g["w4_s0_long"]["seeds"] == 1 and g["w4_s0_long"]["top1_sd"] is None  # not a seed of w4
+    md = seeds_markdown(groups)
+    assert "| w4 | static 4-bit, LSQ activations | 60 | 3 | 91.00 ± 1.00% | 1.100 G |" in md
+    assert "| fp | full precision | 60 | 1 | 92.00% | 1.100 G |" in md

@@ -80,3 +80,51 @@ def test_recipe_packs_what_it_has_when_the_deadline_cuts_training(small_binary, 
     # with less than MIN_PHASE_S left, a phase is not started at all
     r = recipe(["fp"], tmp_path, small_binary, out, DEADLINE="1")
     assert r.returncode == 1 and "skipping fp: less than 60 s before the deadline" in r.stderr
+
+
+ACCURACY = ROOT / "training" / "recipes" / "accuracy.sh"
+
+
+def accuracy_recipe(phases, cwd, data, out, **env):
+    env = dict(os.environ, SMOKE="1", DATA=str(data), OUT=str(out), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1",
+               SEEDS="0 1", STATIC_BITS="2 4", KEPT=str(cwd / "kept"), **env)
+    return subprocess.run(["bash", str(ACCURACY), *phases], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=1200)
+
+
+def test_accuracy_recipe_rehearsed_every_phase_kept_and_resumed_elsewhere(small_binary, tmp_path):
+    out = tmp_path / "out"
+    r = accuracy_recipe(["static"], tmp_path, small_binary, out)  # before fp: skipped, says why
+    assert r.returncode == 1 and "skipping static: fp_s0 has not finished" in r.stderr
+    r = accuracy_recipe(["probe", "fp", "actq", "static", "long", "export"], tmp_path, small_binary, out)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = tmp_path / "runs/gpu-accuracy"
+    assert all((runs / f"probe_{p}/log.jsonl").is_file() for p in ("eager", "cl", "b512"))
+    assert "s per epoch" in r.stdout
+    cl = json.loads((runs / "probe_cl/config.json").read_text())
+    b512 = json.loads((runs / "probe_b512/config.json").read_text())
+    assert cl["channels_last"] and (b512["batch_size"], b512["channels_last"]) == (128, False)
+    trained = ["fp_s0", "fp_s1", *(f"{a}_w{b}" for a in ("dorefa", "pact", "lsq") for b in (4, 2)),
+               "w2_s0", "w4_s0", "w2_s1", "w4_s1", "w4_s0_long", "w2_s0_long"]
+    assert all((runs / name / "model.pt").is_file() for name in trained)
+    w4 = json.loads((runs / "w4_s1/config.json").read_text())
+    assert (w4["model"]["act"], w4["seed"], w4["init"]) == ("lsq", 1, "runs/gpu-accuracy/fp_s1/model.pt")
+    assert (runs / "w4_s1/calibration.json").is_file()
+    pact = json.loads((runs / "pact_w2/config.json").read_text())
+    assert (pact["model"]["act"], pact["bits"], pact["init"]) == ("pact", 2, "runs/gpu-accuracy/fp_s0/model.pt")
+    assert len(list(out.iterdir())) <= 8
+    # export: all runs with the seeds grouped, and the quantizer comparison
+    docs = tmp_path / "docs/results/accuracy"
+    groups = {g["configuration"]: g for g in json.loads((docs / "results_seeds.json").read_text())}
+    assert groups["w4"]["seeds"] == 2 and groups["fp"]["seeds"] == 2 and groups["w4_s0_long"]["seeds"] == 1
+    quant = [r["what"] for r in json.loads((docs / "quantizers/results.json").read_text())]
+    assert "static 2-bit, PACT activations" in quant and "static 4-bit" in quant and len(quant) == 7
+    # kept here, then a call on a "fresh machine" (another runs folder) trains nothing again
+    r = accuracy_recipe(["keep"], tmp_path, small_binary, out)
+    assert r.returncode == 0 and (tmp_path / "kept/w4_s1/model.pt").is_file()
+    assert not (tmp_path / "kept/w4_s1/last.pt").exists()
+    shutil.rmtree(out)
+    r = accuracy_recipe(["fp", "static"], tmp_path, small_binary, out, RUNS=str(tmp_path / "fresh"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fp_s1: finished before this call" in r.stdout and "w4_s1: finished before this call" in r.stdout
+    assert list(out.iterdir()) == []
