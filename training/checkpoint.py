@@ -45,5 +45,8 @@ def load_model(path, device="cpu"):
         mc.controller = False
     model = build_model(mc)
     model.load_state_dict(ck["model"])
-    model.set_precision(tc["precision"], tc.get("bits"))
+    if tc["precision"] == "multi":  # weights for every candidate: evaluated, by default, at the widest
+        model.set_precision("static", max(mc.candidates))
+    else:
+        model.set_precision(tc["precision"], tc.get("bits"))
     return model.to(device).eval(), tc

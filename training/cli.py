@@ -34,8 +34,10 @@ def _add_train(sub):
     p.add_argument("--out", required=True, help="run folder: config.json, log.jsonl, last.pt, model.pt")
     p.add_argument("--arch", default="resnet20", choices=["resnet8", "resnet20", "resnet32", "resnet56", "resnet18"],
                    help="network (CIFAR ResNets; resnet18 is the ImageNet-style one)")
-    p.add_argument("--precision", default="fp", choices=["fp", "static", "dynamic"],
-                   help="fp: full precision; static: every quantized layer at --bits; dynamic: DQNet with a controller")
+    p.add_argument("--precision", default="fp", choices=["fp", "static", "multi", "dynamic"],
+                   help="fp: full precision; static: every quantized layer at --bits; multi: every --candidates "
+                        "width on each batch (weights good at all of them, no controller); dynamic: DQNet with a "
+                        "controller")
     p.add_argument("--bits", type=int, help="bit-width of a static run (every quantized layer)")
     p.add_argument("--candidates", type=_bits_list, default=[3, 4, 5], help="dynamic candidate bit-widths")
     p.add_argument("--target-bits", type=float, default=4.0, help="B_tar as a bit-width; also the fixed layers' bits")
@@ -55,6 +57,8 @@ def _add_train(sub):
     p.add_argument("--distill", help="teacher checkpoint (e.g. the fp model.pt): distil its predictions")
     p.add_argument("--distill-weight", type=float, default=0.5,
                    help="with --distill: loss = (1 - w) * cross-entropy + w * KL(teacher || model)")
+    p.add_argument("--switchable-bn", action="store_true",
+                   help="one BatchNorm per candidate bit-width in the dynamic layers (multi and dynamic runs)")
     p.add_argument("--init", help="checkpoint to start from (e.g. the fp or static phase's model.pt)")
     p.add_argument("--epochs", type=int, default=10, help="passes over the training set")
     p.add_argument("--batch-size", type=int, default=128, help="images per optimizer step")
@@ -102,8 +106,10 @@ def cmd_train(a) -> int:
 
     if a.precision == "static" and a.bits is None:
         raise UsageError("--precision static needs --bits")
-    if a.precision == "dynamic" and len(a.candidates) < 2:
-        raise UsageError("--precision dynamic needs two or more --candidates")
+    if a.precision in ("dynamic", "multi") and len(a.candidates) < 2:
+        raise UsageError(f"--precision {a.precision} needs two or more --candidates")
+    if a.switchable_bn and a.precision not in ("dynamic", "multi"):
+        raise UsageError("--switchable-bn needs --precision multi or dynamic (bits that change per layer)")
     if a.precision != "dynamic":
         for flag, value, default in (("--controller-bits", a.controller_bits, 32), ("--diversity", a.diversity, 0),
                                      ("--confidence", a.confidence, 0), ("--sensitivity", a.sensitivity, 0)):
@@ -112,7 +118,7 @@ def cmd_train(a) -> int:
     fixed = a.bits if a.precision == "static" else int(round(a.target_bits))
     cands = [a.bits] if a.precision == "static" else a.candidates
     mc = ModelConfig(arch=a.arch, candidates=cands, fixed_bits=fixed, first_last_bits=a.first_last_bits, act=a.act,
-                     pact_init=a.pact_init, controller_bits=a.controller_bits)
+                     pact_init=a.pact_init, controller_bits=a.controller_bits, switchable_bn=a.switchable_bn)
     if a.compile and not hasattr(torch, "compile"):
         raise UsageError(f"--compile needs torch 2.0 or later (this is torch {torch.__version__})")
     if not 0 <= a.distill_weight <= 1:
@@ -140,6 +146,17 @@ def _deployable(model, tc, data: str):
         raise UsageError(f"{e}; evaluate it with --arithmetic float") from e
 
 
+def _at_static_bits(model, tc, bits):
+    """The same weights with every dynamic layer at one bit-width: a dynamic model's static twin, or one width of
+    a multi-precision model."""
+    if bits is None:
+        return tc
+    if tc["precision"] in ("dynamic", "multi") and bits not in model.cfg.candidates:
+        raise UsageError(f"--static-bits {bits} is not a candidate {model.cfg.candidates}")
+    model.set_precision("static", bits)
+    return dict(tc, exported_as=f"static {bits}-bit twin of a {tc['precision']} checkpoint")
+
+
 def cmd_evaluate(a) -> int:
     from . import cost
     from .checkpoint import load_model
@@ -148,6 +165,7 @@ def cmd_evaluate(a) -> int:
     from .plots import write_plots
 
     model, tc = load_model(a.checkpoint)
+    tc = _at_static_bits(model, tc, a.static_bits)
     test = load_split(a.data, "test").subset(a.limit)
     if a.arithmetic == "int8":
         dep = _deployable(model, tc, a.data)
@@ -186,12 +204,7 @@ def cmd_export(a) -> int:
         dep = from_bundle(Path(a.from_bundle), load_split(a.data, "train"))
     else:
         model, tc = load_model(a.checkpoint)
-        if a.static_bits is not None:  # the same weights with every dynamic layer at one bit-width (A/B twin)
-            if a.static_bits not in model.cfg.candidates and model.precision.mode == "dynamic":
-                raise UsageError(f"--static-bits {a.static_bits} is not a candidate {model.cfg.candidates}")
-            model.set_precision("static", a.static_bits)
-            tc = dict(tc, exported_as=f"static {a.static_bits}-bit twin of a {tc['precision']} checkpoint")
-        dep = _deployable(model, tc, a.data)
+        dep = _deployable(model, _at_static_bits(model, tc, a.static_bits), a.data)
     test = load_split(a.data, "test").subset(a.limit)
     out = Path(a.out) / a.name / str(a.version)
     ev = export_bundle(dep, test, out, a.name, a.version, force=a.force)
@@ -226,6 +239,8 @@ def main(argv=None) -> int:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_eval_common(p)
     p.add_argument("--out", required=True, help="folder for eval.json and the PNG plots")
+    p.add_argument("--static-bits", type=int,
+                   help="evaluate a dynamic or multi checkpoint with every dynamic layer at these bits")
     p.add_argument("--arithmetic", default="int8", choices=["int8", "float"],
                    help="int8: what an exported bundle and the server compute (scales calibrated on training images); "
                         "float: the model's own evaluation (float convs on integer levels), e.g. for 8-bit layers")

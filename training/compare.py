@@ -32,8 +32,11 @@ def describe(cfg: Dict) -> str:
         return "full precision"
     how = f", {m['act'].upper()} activations" if m.get("act", "dorefa") != "dorefa" else ""
     how += ", distilled" if cfg.get("distill") else ""
+    how += ", switchable BN" if m.get("switchable_bn") else ""
     if cfg["precision"] == "static":
         return f"static {cfg['bits']}-bit{how}"
+    if cfg["precision"] == "multi":
+        return f"multi-precision {{{', '.join(map(str, m['candidates']))}}}{how}"
     extra = f", diversity {cfg['diversity']:g}" if cfg.get("diversity") else ""
     extra += f", confidence {cfg['confidence']:g}" if cfg.get("confidence") else ""
     extra += f", sensitivity {cfg['sensitivity']:g}" if cfg.get("sensitivity") else ""

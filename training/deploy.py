@@ -41,6 +41,8 @@ def clip_rate(clip: float, bits: int):
 
 @torch.no_grad()
 def fold(conv, bn, bits: int) -> Folded:
+    if hasattr(bn, "for_bits"):  # a switchable BN: the candidate's own
+        bn = bn.for_bits(bits)
     scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
     bias = f32(bn.bias.double() - bn.running_mean.double() * scale)
     w = conv.weight.detach()

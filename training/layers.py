@@ -65,6 +65,34 @@ class _Quantized:
         return xq, dorefa_weight(self.weight, bits)
 
 
+class SwitchableBN(nn.Module):
+    """One BatchNorm per candidate bit-width (switchable BN, as in any-precision and multi-precision training): a
+    layer's output statistics differ with its bits, and one shared BN fits none of them exactly. Deployment folds
+    each candidate's own BN into that candidate's conv (deploy.fold), so the bundle arithmetic is unchanged."""
+
+    def __init__(self, channels: int, candidates: Sequence[int]):
+        super().__init__()
+        self.candidates = list(candidates)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(channels) for _ in self.candidates)
+
+    def for_bits(self, bits: int) -> nn.BatchNorm2d:
+        if bits >= FP_BITS:  # a full-precision pass (MAC counting, clip calibration): the widest candidate's is closest
+            bits = max(self.candidates)
+        if bits not in self.candidates:
+            raise ValueError(f"no BatchNorm for {bits} bits (switchable BN holds {self.candidates})")
+        return self.bns[self.candidates.index(bits)]
+
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        # a plain BN's state (an fp or single-BN checkpoint): every candidate starts from it
+        plain = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
+        if plain:
+            for k, v in plain.items():
+                del state[prefix + k]
+                for i in range(len(self.bns)):
+                    state[f"{prefix}bns.{i}.{k}"] = v.clone()
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+
+
 class QConv2d(nn.Conv2d, _Quantized):
     def __init__(self, cin, cout, kernel, stride=1, padding=0, *, kind="fixed", bits=4, candidates=(),
                  act="dorefa", pact_init=6.0, quantize_input=True):
@@ -79,11 +107,14 @@ class QConv2d(nn.Conv2d, _Quantized):
         """choice: None (fixed/static), a float one-hot (N, K) in training (every candidate computed and
         mixed so the controller gets a gradient), or candidate indices (N,) at evaluation (only each
         sample's chosen bit-width is computed). bn: at evaluation, the following BatchNorm, folded in
-        with the deployment arithmetic (deploy.py) so that evaluation is what the bundle computes."""
-        if bn is not None:
+        with the deployment arithmetic (deploy.py) so that evaluation is what the bundle computes; in training,
+        a SwitchableBN, applied to each candidate's output before they are mixed."""
+        if bn is not None and not self.training:
             from . import deploy
 
             run = lambda x, b: deploy.run(deploy.fold(self, bn, b), self, x)  # noqa: E731
+        elif bn is not None:  # a switchable BN in training: each candidate's output through its own BN
+            run = lambda x, b: bn.for_bits(b)(self.run(x, b))  # noqa: E731
         else:
             run = self.run
         if self.kind != "dynamic" or self.precision.mode != "dynamic":

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import controller as ctl
-from .layers import FP_BITS, Precision, QConv2d, QLinear
+from .layers import FP_BITS, Precision, QConv2d, QLinear, SwitchableBN
 
 ARCHS = {"resnet20": ("cifar", 3), "resnet32": ("cifar", 5), "resnet56": ("cifar", 9), "resnet8": ("cifar", 1),
          "resnet18": ("imagenet", 2)}
@@ -28,6 +28,7 @@ class ModelConfig:
     first_last_bits: int = FP_BITS
     act: str = "dorefa"
     pact_init: float = 6.0
+    switchable_bn: bool = False  # one BN per candidate bit-width in the dynamic layers
     controller: bool = True
     controller_pool: int = 8
     controller_hidden: int = 64
@@ -38,9 +39,10 @@ class ModelConfig:
         return asdict(self)
 
 
-def conv_bn(conv: QConv2d, bn: nn.BatchNorm2d, x, choice=None):
-    """Training: conv then BN (batch statistics). Evaluation: BN folded into the conv, as exported."""
-    if conv.training:
+def conv_bn(conv: QConv2d, bn, x, choice=None):
+    """Training: conv then BN (batch statistics; a switchable BN inside the conv, per candidate). Evaluation: BN
+    folded into the conv, as exported."""
+    if conv.training and not isinstance(bn, SwitchableBN):
         return bn(conv(x, choice))
     return conv(x, choice, bn=bn)
 
@@ -50,9 +52,11 @@ class BasicBlock(nn.Module):
         super().__init__()
         q = dict(bits=cfg.fixed_bits, candidates=cfg.candidates, act=cfg.act, pact_init=cfg.pact_init)
         self.conv1 = QConv2d(cin, cout, 3, stride, 1, kind=main_kind, **q)
-        self.bn1 = nn.BatchNorm2d(cout)
+        switchable = cfg.switchable_bn and main_kind == "dynamic"
+        norm = (lambda: SwitchableBN(cout, cfg.candidates)) if switchable else (lambda: nn.BatchNorm2d(cout))  # noqa: E731
+        self.bn1 = norm()
         self.conv2 = QConv2d(cout, cout, 3, 1, 1, kind=main_kind, **q)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = norm()
         self.shortcut = None
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(QConv2d(cin, cout, 1, stride, 0, kind="fixed", **q), nn.BatchNorm2d(cout))

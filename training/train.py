@@ -33,7 +33,7 @@ class TrainConfig:
     data: str = "../shared/data/cifar10"
     out: str = "runs/resnet20_fp"
     model: ModelConfig = field(default_factory=ModelConfig)
-    precision: str = "fp"  # fp | static | dynamic
+    precision: str = "fp"  # fp | static | multi (every candidate each step, no controller) | dynamic
     bits: Optional[int] = None  # static bit-width (precision static)
     init: Optional[str] = None  # checkpoint to start from (weights only)
     # learned activation clips (PACT, LSQ) start from: 'calibrate' (each layer's MSE-optimal clip on its
@@ -180,8 +180,31 @@ def make_model(cfg: TrainConfig):
     if cfg.precision != "dynamic":
         mc.controller = False
     model = build_model(mc)
-    model.set_precision(cfg.precision, cfg.bits)
+    if cfg.precision == "multi":
+        model.set_precision("static", max(mc.candidates))
+    else:
+        model.set_precision(cfg.precision, cfg.bits)
     return model
+
+
+def multi_precision_loss(cfg: TrainConfig, model, net, x, y, teacher_log_probs):
+    """Every candidate bit-width on the same batch, widest first; the loss is their mean. Each narrower width
+    distils the widest's predictions (detached), or the teacher's when there is one (--distill), with weight
+    distill_weight: weights trained so are good at every candidate at once (any-precision training), which a
+    controller then has something to choose between. Returns (loss, the widest's logits)."""
+    widest_logits, total = None, 0.0
+    for b in sorted(cfg.model.candidates, reverse=True):
+        model.set_precision("static", b)
+        logits = net(x)[0].float()
+        loss = F.cross_entropy(logits, y)
+        target = teacher_log_probs if teacher_log_probs is not None else \
+            (F.log_softmax(widest_logits.detach(), dim=1) if widest_logits is not None else None)
+        if target is not None:
+            kl = F.kl_div(F.log_softmax(logits, dim=1), target, log_target=True, reduction="batchmean")
+            loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kl
+        widest_logits = logits if widest_logits is None else widest_logits
+        total = total + loss
+    return total / len(cfg.model.candidates), widest_logits
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -275,11 +298,16 @@ def train(cfg: TrainConfig) -> Path:
             with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()):
                 # a tensor: a compiled forward would be recompiled for every new Python float
                 tau = torch.tensor(tau_at(cfg, ep), device=device) if cfg.compile else tau_at(cfg, ep)
-                logits, choice, ctrl_logits = forward(x, tau=tau)
-                loss = F.cross_entropy(logits.float(), y)
+                soft = None
                 if teacher is not None:
                     with torch.no_grad():
                         soft = F.log_softmax(teacher(x)[0].float(), dim=1)
+                if cfg.precision == "multi":
+                    loss, logits = multi_precision_loss(cfg, model, forward, x, y, soft)
+                else:
+                    logits, choice, ctrl_logits = forward(x, tau=tau)
+                    loss = F.cross_entropy(logits.float(), y)
+                if soft is not None and cfg.precision != "multi":
                     kl = F.kl_div(F.log_softmax(logits.float(), dim=1), soft, log_target=True, reduction="batchmean")
                     loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kl
                 if cfg.precision == "dynamic":
@@ -300,9 +328,17 @@ def train(cfg: TrainConfig) -> Path:
             if not bar.disable:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{float(correct) / seen:.3f}")
         if main:
+            by_bits = {}
+            if cfg.precision == "multi":  # every candidate's top-1; the model is saved at the widest
+                for b in cfg.model.candidates:
+                    model.set_precision("static", b)
+                    by_bits[str(b)] = accuracy(model, test_x, test_y)["top1"]
+                model.set_precision("static", max(cfg.model.candidates))
             ev = accuracy(model, test_x, test_y)
             rec = dict(epoch=epoch + 1, lr=lr_at(cfg, epoch + 1), loss=float(loss_sum) / seen, train_acc=float(correct) / seen,
                        test_acc=ev["top1"], seconds=round(time.time() - t0, 2))
+            if by_bits:
+                rec["test_acc_by_bits"] = by_bits
             if cfg.precision == "dynamic":
                 rec.update(train_cost_ratio=float(ratio_sum) / seen, test_mean_bits=ev["mean_bits"],
                            test_cost_ratio=ev["cost_ratio"])

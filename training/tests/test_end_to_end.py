@@ -36,6 +36,11 @@ def trained(small_binary, tmp_path_factory):
     # learned clips: LSQ, calibrated from the fp model's activations, distilled from it
     run("train", "--out", str(out / "dql"), "--precision", "dynamic", "--act", "lsq", "--distill",
         str(out / "fp" / "model.pt"), "--init", str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
+    # weights for every candidate (switchable BN, narrower widths distilled from the widest), then a controller
+    run("train", "--out", str(out / "multi"), "--precision", "multi", "--switchable-bn", "--init",
+        str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
+    run("train", "--out", str(out / "dqm"), "--precision", "dynamic", "--switchable-bn", "--init",
+        str(out / "multi" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
     return out
 
 
@@ -171,6 +176,26 @@ def test_learned_clips_calibrate_train_and_export_with_parity(trained, small_bin
     res = _verify(bundle, small_binary)
     assert res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999 and res["logits_identical"] >= 0.95
     assert res["accuracy_engine"] == pytest.approx(m["metrics"]["top1"], abs=0.005)
+
+
+def test_multi_precision_weights_serve_every_width_and_a_controller_on_them(trained, small_binary):
+    log = [json.loads(x) for x in (trained / "multi" / "log.jsonl").read_text().splitlines()]
+    assert set(log[0]["test_acc_by_bits"]) == {"3", "4", "5"}
+    assert log[0]["test_acc"] == log[0]["test_acc_by_bits"]["5"]  # the checkpoint is evaluated at its widest
+    # each width of the shared weights evaluates (here at 3 bits, its own BN folded in); a non-candidate is refused
+    r = run("evaluate", "--checkpoint", str(trained / "multi" / "model.pt"), "--data", str(small_binary), "--out",
+            str(trained / "multi" / "eval3"), "--static-bits", "3", "--arithmetic", "float", "--no-plots")
+    assert json.loads(r.stdout)["top1"] == pytest.approx(log[0]["test_acc_by_bits"]["3"], abs=1e-6)
+    bad = subprocess.run([PY, "-m", "training", "evaluate", "--checkpoint", str(trained / "multi" / "model.pt"),
+                          "--data", str(small_binary), "--out", str(trained / "x"), "--static-bits", "6"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a candidate" in bad.stderr and bad.stderr.count("\n") == 1
+    # the controller trained on them exports with each candidate's own BN folded into its branch, with parity
+    repo = trained / "models-multi"
+    run("export", "--checkpoint", str(trained / "dqm" / "model.pt"), "--data", str(small_binary), "--out", str(repo),
+        "--name", "tiny_dqm")
+    res = _verify(repo / "tiny_dqm" / "1", small_binary)
+    assert res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999 and res["logits_identical"] >= 0.95
 
 
 def test_distillation_needs_a_real_teacher(small_binary, tmp_path):

@@ -117,3 +117,22 @@ def test_calibration_sets_each_clip_from_its_own_inputs():
             assert m.act.clip_value() == pytest.approx(clips[name])
             assert clips[name] == pytest.approx(mse_clip(inputs[name], 4), rel=0.02)  # sampled with replacement
     assert model.precision.mode == "static" and model.precision.static_bits == 4 and model.training
+
+
+def test_switchable_bn_starts_every_candidate_from_a_plain_bn_and_refuses_other_bits():
+    from torch import nn
+
+    from training.layers import SwitchableBN
+
+    plain = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        plain.weight.copy_(torch.arange(4.0))
+        plain.running_mean.fill_(0.5)
+    sw = SwitchableBN(4, [3, 4, 5])
+    sw.load_state_dict(plain.state_dict())
+    for b in (3, 4, 5):
+        assert torch.equal(sw.for_bits(b).weight, plain.weight) and torch.equal(sw.for_bits(b).running_mean, plain.running_mean)
+    sw.for_bits(3).weight.data.fill_(7)  # copies, not shared storage
+    assert sw.for_bits(4).weight[1] == 1
+    with pytest.raises(ValueError, match="no BatchNorm for 6 bits"):
+        sw.for_bits(6)
