@@ -2,11 +2,13 @@
 # Soak (docs/reliability.md): `npm start`'s defaults for 10 minutes at ~70% of capacity (645 req/s open loop,
 # CIFAR-10 test images), the server's resident memory sampled every 10 s.
 #   npm run build && bash bench/soak.sh [rate] [seconds]
+# The server inherits the environment, so allocators can be compared, e.g. MALLOC_ARENA_MAX=2 or
+# LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 (Debian's libjemalloc2); SOAK_OUT names the results folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:-645}
 SECONDS_=${2:-600}
-OUT=loadtest/results/soak
+OUT=${SOAK_OUT:-loadtest/results/soak}
 mkdir -p "$OUT"
 node dist/cli.js serve --port 8360 > "$OUT/server.log" 2>&1 &
 PID=$!

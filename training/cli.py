@@ -70,6 +70,9 @@ def _add_train(sub):
     p.add_argument("--alpha", type=float, default=1.0, help="weight of the Bit-FLOPs cost term")
     p.add_argument("--cost-form", default="hinge", choices=["hinge", "abs", "square", "meanbit"],
                    help="how the Bit-FLOPs term penalises the distance to the target (dynamic)")
+    p.add_argument("--cost-scope", default="dynamic", choices=["dynamic", "total"],
+                   help="the cost ratio held to 1: the dynamic layers at --target-bits, or the whole network with "
+                        "its controller against the static twin at --target-bits")
     p.add_argument("--tau", type=float, default=1.0, help="Gumbel-softmax temperature")
     p.add_argument("--tau-end", type=float, help="anneal tau exponentially to this value")
     p.add_argument("--diversity", type=float, default=0.0,
@@ -127,7 +130,7 @@ def cmd_train(a) -> int:
                       act_init=a.act_init, act_decay=a.act_decay, distill=a.distill, distill_weight=a.distill_weight,
                       epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                       schedule=a.schedule, milestones=a.milestones, warmup_epochs=a.warmup_epochs, alpha=a.alpha,
-                      target_bits=a.target_bits, cost_form=a.cost_form, tau=a.tau, tau_end=a.tau_end, diversity=a.diversity,
+                      target_bits=a.target_bits, cost_form=a.cost_form, cost_scope=a.cost_scope, tau=a.tau, tau_end=a.tau_end, diversity=a.diversity,
                       confidence=a.confidence, sensitivity=a.sensitivity, seed=a.seed,
                       train_limit=a.train_limit, eval_limit=a.eval_limit, device=a.device, amp=a.amp,
                       channels_last=a.channels_last, compile=a.compile,

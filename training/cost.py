@@ -87,6 +87,10 @@ def attach_macs(model, input_size: Sequence[int]) -> List[Dict]:
     by_name = {r["name"]: r["macs"] for r in table}
     macs = torch.tensor([float(by_name[n]) for n, _ in model.dynamic_layers])
     model.layer_macs = macs.to(model.layer_macs.device)
+    # for the whole-network cost term: what this model spends besides its dynamic layers, controller included,
+    # and what its static twin (no controller) spends there
+    model.fixed_bitflops = float(fixed_bitflops(table))
+    model.twin_fixed_bitflops = float(fixed_bitflops([r for r in table if r["kind"] != "controller"]))
     return table
 
 
@@ -135,8 +139,23 @@ def image_cost_ratio(model, weights: torch.Tensor, target_bits: float) -> torch.
     return (bsq * macs).sum(1) / (macs.sum() * target_bits ** 2)
 
 
-def dynamic_cost_ratio(model, onehot: torch.Tensor, target_bits: float) -> torch.Tensor:
-    """The batch mean of image_cost_ratio: what the cost term holds to the target."""
+def total_cost_ratio(model, weights: torch.Tensor, target_bits: float) -> torch.Tensor:
+    """Per image (N,): the whole network's Bit-FLOPs (stem, fixed layers, controller, classifier and the dynamic
+    layers' chosen bits) divided by its static twin's at the target bits (no controller): 1 is the static
+    model's cost, so a model held at or under it is never dearer than the static model it is compared with."""
+    macs = model.layer_macs.to(weights).double()
+    bsq = (weights.double() * model.candidates_tensor.to(weights).double() ** 2).sum(-1)
+    twin = model.twin_fixed_bitflops + float(macs.sum()) * target_bits ** 2
+    return ((model.fixed_bitflops + (bsq * macs).sum(1)) / twin).to(weights.dtype)
+
+
+def dynamic_cost_ratio(model, onehot: torch.Tensor, target_bits: float, scope: str = "dynamic") -> torch.Tensor:
+    """The batch mean of the cost ratio the cost term holds to 1: over the dynamic layers (image_cost_ratio) or
+    over the whole network against the static twin (total_cost_ratio)."""
+    if scope == "total":
+        return total_cost_ratio(model, onehot, target_bits).mean()
+    if scope != "dynamic":
+        raise ValueError(f"unknown cost scope {scope!r} (dynamic or total)")
     return image_cost_ratio(model, onehot, target_bits).mean()
 
 

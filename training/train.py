@@ -56,6 +56,9 @@ class TrainConfig:
     alpha: float = 1.0
     target_bits: float = 4.0
     cost_form: str = "hinge"  # hinge | abs | square | meanbit
+    # what the ratio covers: the dynamic layers against themselves at target_bits, or the whole network (controller
+    # included) against the static twin at target_bits
+    cost_scope: str = "dynamic"
     tau: float = 1.0
     tau_end: Optional[float] = None  # exponential annealing from tau to tau_end over the run
     # weight of the diversity term: minus the entropy of the batch's mean choice distribution, per layer
@@ -114,7 +117,7 @@ def tau_at(cfg: TrainConfig, epoch_float: float) -> float:
 def cost_loss(cfg: TrainConfig, model, onehot) -> torch.Tensor:
     if cfg.cost_form == "meanbit":  # the official code: hinge on the mean bit-width, FLOPs-unweighted
         return cfg.alpha * F.relu(cost.mean_bits(model, onehot) - cfg.target_bits)
-    r = cost.dynamic_cost_ratio(model, onehot, cfg.target_bits) - 1
+    r = cost.dynamic_cost_ratio(model, onehot, cfg.target_bits, cfg.cost_scope) - 1
     if cfg.cost_form == "hinge":
         return cfg.alpha * F.relu(r)
     if cfg.cost_form == "abs":
@@ -318,7 +321,8 @@ def train(cfg: TrainConfig) -> Path:
                         loss = loss + cfg.confidence * confidence_loss(ctrl_logits)
                     if cfg.sensitivity:
                         loss = loss + cfg.sensitivity * sensitivity_loss(model, x, y, ctrl_logits, cfg.target_bits)
-                    ratio_sum += cost.dynamic_cost_ratio(model, choice.float().detach(), cfg.target_bits).detach() * len(y)
+                    ratio_sum += cost.dynamic_cost_ratio(model, choice.float().detach(), cfg.target_bits,
+                                                         cfg.cost_scope).detach() * len(y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -52,3 +52,24 @@ def test_cost_ratio_is_one_at_target_and_differentiable():
     assert r.item() == pytest.approx(1.0)
     r.backward()
     assert logits.grad is not None and logits.grad[..., 2].sum() > logits.grad[..., 0].sum()
+
+
+def test_total_cost_ratio_is_the_whole_network_against_the_static_twin():
+    dyn = build_model(ModelConfig(arch="resnet20", candidates=[3, 4, 5]))
+    dyn.set_precision("dynamic")
+    table = cost.attach_macs(dyn, (3, 32, 32))
+    twin = build_model(ModelConfig(arch="resnet20", candidates=[3, 4, 5], controller=False))
+    twin.set_precision("static", 4)
+    twin_bitflops = cost.bitflops(cost.layer_table(twin, (3, 32, 32)), [4] * 12)
+    onehot = torch.zeros(2, 12, 3)
+    onehot[0, :, 1] = 1  # every dynamic layer at 4 bits: the twin's plan, plus the controller
+    onehot[1, :, 0] = 1  # every dynamic layer at 3 bits
+    got = cost.total_cost_ratio(dyn, onehot, 4.0)
+    assert got[0].item() == pytest.approx(cost.bitflops(table, [4] * 12) / twin_bitflops, rel=1e-6)
+    assert got[1].item() == pytest.approx(cost.bitflops(table, [3] * 12) / twin_bitflops, rel=1e-6)
+    ctrl = sum(r["macs"] * r["bits"] ** 2 for r in table if r["kind"] == "controller")
+    assert got[0].item() == pytest.approx(1 + ctrl / twin_bitflops, rel=1e-6) and got[0] > 1
+    assert cost.dynamic_cost_ratio(dyn, onehot, 4.0, "total").item() == pytest.approx(got.mean().item())
+    assert cost.dynamic_cost_ratio(dyn, onehot[:1], 4.0).item() == pytest.approx(1.0)  # the dynamic layers alone
+    with pytest.raises(ValueError, match="unknown cost scope"):
+        cost.dynamic_cost_ratio(dyn, onehot, 4.0, "bogus")

@@ -39,8 +39,9 @@ def trained(small_binary, tmp_path_factory):
     # weights for every candidate (switchable BN, narrower widths distilled from the widest), then a controller
     run("train", "--out", str(out / "multi"), "--precision", "multi", "--switchable-bn", "--init",
         str(out / "fp" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
-    run("train", "--out", str(out / "dqm"), "--precision", "dynamic", "--switchable-bn", "--init",
-        str(out / "multi" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
+    # held to the static twin's whole-network cost, controller included
+    run("train", "--out", str(out / "dqm"), "--precision", "dynamic", "--switchable-bn", "--cost-scope", "total",
+        "--init", str(out / "multi" / "model.pt"), "--epochs", "1", "--lr", "0.02", *common)
     return out
 
 
@@ -190,6 +191,9 @@ def test_multi_precision_weights_serve_every_width_and_a_controller_on_them(trai
                           "--data", str(small_binary), "--out", str(trained / "x"), "--static-bits", "6"], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "not a candidate" in bad.stderr and bad.stderr.count("\n") == 1
+    dqm = json.loads((trained / "dqm" / "log.jsonl").read_text().splitlines()[0])
+    assert json.loads((trained / "dqm" / "config.json").read_text())["cost_scope"] == "total"
+    assert 0.5 < dqm["train_cost_ratio"] < 1.5
     # the controller trained on them exports with each candidate's own BN folded into its branch, with parity
     repo = trained / "models-multi"
     run("export", "--checkpoint", str(trained / "dqm" / "model.pt"), "--data", str(small_binary), "--out", str(repo),
