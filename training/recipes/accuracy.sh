@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue #15's trainings on the lent GPU: full precision to convergence over three seeds, the activation quantizers
-# compared on one schedule, then every static width over three seeds. Each phase runs its trainings as parallel
+# Issues #15's and #16's trainings on the lent GPU: full precision to convergence over three seeds, the activation
+# quantizers compared on one schedule, every static width over three seeds; then weights good at every candidate
+# width (multi-precision) and controllers trained on them, against that static line. Each phase runs its trainings as parallel
 # processes (small models leave the GPU idle); one device call runs its phases in order, up to DEADLINE.
 #
 # Prepare here:   mkdir -p .device/cifar10 && cp ../shared/data/cifar10/{*.tar.gz,batches.meta.txt} .device/cifar10/
@@ -18,6 +19,10 @@
 #   static  every width in STATIC_BITS (2 3 4 5 6 8) x SEEDS with the quantizer ACT (lsq), calibrated from fp_s<seed>,
 #           STATIC_EPOCHS (60), lr 0.02 x BATCH/256; DISTILL=1 adds distillation from fp_s<seed>
 #   long    w4_s0 and w2_s0 at twice STATIC_EPOCHS: whether more epochs still help
+#   multi   (#16) per seed, every width in CANDIDATES (2,3,4,5,6) on each batch from fp_s<seed>, switchable BN,
+#           narrower widths distilled from the widest, MULTI_EPOCHS (60)
+#   dynamic (#16) per seed and target in TARGETS (3 4): a controller on multi_s<seed>, 8-bit, tau annealed 1 -> 0.1,
+#           the whole network held to the static twin's Bit-FLOPs (--cost-scope total), DYNAMIC_EPOCHS (20)
 #   export  here or there: evaluate every finished run (float arithmetic, once) and write the tables and plots to
 #           DOCS (docs/results/accuracy): all runs, seeds grouped as mean +- sd; and the quantizer comparison
 #   keep    here: copy the runs' checkpoints into training/checkpoints/accuracy
@@ -26,15 +31,16 @@
 # Sent back:      the runs trained in this call in at most 8 gzip archives, last.pt only for unfinished runs.
 # SMOKE=1:        every phase at toy size on the CPU (resnet8, 1 epoch, a few hundred images): a rehearsal.
 set -euo pipefail
-(($#)) || { echo "usage: $0 PHASE... (probe | fp | actq | static | long | export | keep)" >&2; exit 2; }
+(($#)) || { echo "usage: $0 PHASE... (probe | fp | actq | static | long | multi | dynamic | export | keep)" >&2; exit 2; }
 for phase in "$@"; do
-  case "$phase" in probe | fp | actq | static | long | export | keep) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
+  case "$phase" in probe | fp | actq | static | long | multi | dynamic | export | keep) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
 done
 R=${RUNS:-runs/gpu-accuracy}
 KEPT=${KEPT:-training/checkpoints/accuracy}
 DOCS=${DOCS:-docs/results/accuracy}
 SEEDS=${SEEDS:-0 1 2} STATIC_BITS=${STATIC_BITS:-2 3 4 5 6 8} ACT=${ACT:-lsq}
 FP_EPOCHS=${FP_EPOCHS:-200} ACTQ_EPOCHS=${ACTQ_EPOCHS:-30} STATIC_EPOCHS=${STATIC_EPOCHS:-60}
+CANDIDATES=${CANDIDATES:-2,3,4,5,6} TARGETS=${TARGETS:-3 4} MULTI_EPOCHS=${MULTI_EPOCHS:-60} DYNAMIC_EPOCHS=${DYNAMIC_EPOCHS:-20}
 PROBE_EPOCHS=2 BATCH=${BATCH:-256} SPEED=${SPEED:---amp --channels-last}
 read -r -a speed <<< "$SPEED"
 lr() { awk -v base="$1" -v b="$BATCH" 'BEGIN { printf "%g", base * b / 256 }'; }  # linear scaling with the batch
@@ -43,7 +49,7 @@ probes=("eager:--amp" "cl:--amp --channels-last" "compile:--amp --channels-last 
         "b512:--amp --channels-last --batch-size 512")
 if [ -n "${SMOKE:-}" ]; then
   base_args=(--device cpu --arch resnet8 --batch-size 64 --train-limit 640 --eval-limit 200)
-  speed=() FP_EPOCHS=1 ACTQ_EPOCHS=1 STATIC_EPOCHS=1 PROBE_EPOCHS=1
+  speed=() FP_EPOCHS=1 ACTQ_EPOCHS=1 STATIC_EPOCHS=1 PROBE_EPOCHS=1 MULTI_EPOCHS=1 DYNAMIC_EPOCHS=1
   probes=("eager:--amp" "cl:--amp --channels-last" "b512:--batch-size 128")  # torch 1.13 here: no compile
 fi
 run_args=("${base_args[@]}" "${speed[@]}")
@@ -102,9 +108,22 @@ for phase in "$@"; do
     long)
       needs fp_s0 || continue
       for b in 4 2; do static_run "w${b}_s0_long" "$b" 0 $((2 * STATIC_EPOCHS)) "$ACT"; done ;;
+    multi)
+      for s in $SEEDS; do needs "fp_s$s" || continue 2; done
+      for s in $SEEDS; do
+        train "multi_s$s" --precision multi --switchable-bn --candidates "$CANDIDATES" --act "$ACT" --seed "$s" \
+          --epochs "$MULTI_EPOCHS" --lr "$(lr 0.02)" --init "$R/fp_s$s/model.pt"
+      done ;;
+    dynamic)
+      for s in $SEEDS; do needs "multi_s$s" || continue 2; done
+      for s in $SEEDS; do for t in $TARGETS; do
+        train "dq_t${t}_s$s" --precision dynamic --switchable-bn --candidates "$CANDIDATES" --act "$ACT" --seed "$s" \
+          --target-bits "$t" --cost-scope total --controller-bits 8 --tau 1 --tau-end 0.1 --epochs "$DYNAMIC_EPOCHS" \
+          --lr "$(lr 0.005)" --init "$R/multi_s$s/model.pt"
+      done; done ;;
     export)
       all=() actq=()
-      for r in "$R"/fp_s* "$R"/w*_s* "$R"/dorefa_w* "$R"/pact_w* "$R"/lsq_w*; do
+      for r in "$R"/fp_s* "$R"/w*_s* "$R"/dorefa_w* "$R"/pact_w* "$R"/lsq_w* "$R"/multi_s* "$R"/dq_t*; do
         [ -f "$r/model.pt" ] || continue
         evaluate_once "$r"
         mkdir -p "$DOCS/runs/${r##*/}"

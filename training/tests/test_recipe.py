@@ -96,7 +96,8 @@ def test_accuracy_recipe_rehearsed_every_phase_kept_and_resumed_elsewhere(small_
     out = tmp_path / "out"
     r = accuracy_recipe(["static"], tmp_path, small_binary, out)  # before fp: skipped, says why
     assert r.returncode == 1 and "skipping static: fp_s0 has not finished" in r.stderr
-    r = accuracy_recipe(["probe", "fp", "actq", "static", "long", "export"], tmp_path, small_binary, out)
+    r = accuracy_recipe(["probe", "fp", "actq", "static", "long", "multi", "dynamic", "export"], tmp_path, small_binary,
+                        out, TARGETS="3")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = tmp_path / "runs/gpu-accuracy"
     assert all((runs / f"probe_{p}/log.jsonl").is_file() for p in ("eager", "cl", "b512"))
@@ -112,11 +113,19 @@ def test_accuracy_recipe_rehearsed_every_phase_kept_and_resumed_elsewhere(small_
     assert (runs / "w4_s1/calibration.json").is_file()
     pact = json.loads((runs / "pact_w2/config.json").read_text())
     assert (pact["model"]["act"], pact["bits"], pact["init"]) == ("pact", 2, "runs/gpu-accuracy/fp_s0/model.pt")
+    multi = json.loads((runs / "multi_s1/config.json").read_text())
+    assert (multi["precision"], multi["model"]["switchable_bn"], multi["init"]) == \
+        ("multi", True, "runs/gpu-accuracy/fp_s1/model.pt")
+    dq = json.loads((runs / "dq_t3_s1/config.json").read_text())
+    assert (dq["precision"], dq["cost_scope"], dq["target_bits"], dq["tau_end"], dq["init"]) == \
+        ("dynamic", "total", 3, 0.1, "runs/gpu-accuracy/multi_s1/model.pt")
+    assert dq["model"]["candidates"] == [2, 3, 4, 5, 6] and dq["model"]["controller_bits"] == 8
     assert len(list(out.iterdir())) <= 8
     # export: all runs with the seeds grouped, and the quantizer comparison
     docs = tmp_path / "docs/results/accuracy"
     groups = {g["configuration"]: g for g in json.loads((docs / "results_seeds.json").read_text())}
     assert groups["w4"]["seeds"] == 2 and groups["fp"]["seeds"] == 2 and groups["w4_s0_long"]["seeds"] == 1
+    assert groups["dq_t3"]["seeds"] == 2 and groups["multi"]["what"] == "multi-precision {2, 3, 4, 5, 6}, LSQ activations, switchable BN"
     quant = [r["what"] for r in json.loads((docs / "quantizers/results.json").read_text())]
     assert "static 2-bit, PACT activations" in quant and "static 4-bit" in quant and len(quant) == 7
     # kept here, then a call on a "fresh machine" (another runs folder) trains nothing again
