@@ -4,8 +4,10 @@ import { loadConfig, type ConfigKey } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { hasDynamicBundle, MODELS_DIR } from './paths.js';
 
+// Event-loop shedding is off unless a test asks for it: the server shares this thread with the test's own
+// synchronous work (building a 50 MB gzip bomb, encoding images), which it would rightly count as a stall.
 export async function startTestServer(overrides: Partial<Record<ConfigKey, unknown>> = {}): Promise<RunningServer> {
-  const config = loadConfig({ host: '127.0.0.1', port: 0, logLevel: 'silent', engine: 'fake', ...overrides }, { NODE_ENV: 'test' });
+  const config = loadConfig({ host: '127.0.0.1', port: 0, logLevel: 'silent', engine: 'fake', maxEventLoopDelayMs: 0, ...overrides }, { NODE_ENV: 'test' });
   const server = await startServer(config, pino({ level: 'silent' }));
   await server.warm;
   return server;
