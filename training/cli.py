@@ -94,8 +94,10 @@ def _add_train(sub):
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay in log.jsonl)")
 
 
-def _add_eval_common(p, checkpoint_required: bool = True):
-    p.add_argument("--checkpoint", required=checkpoint_required, help="a model.pt written by train")
+def _add_eval_common(p):
+    p.add_argument("--checkpoint", help="a model.pt written by train")
+    p.add_argument("--from-bundle", help="instead of --checkpoint: a format-1 bundle folder (its weights read back "
+                   "from its ONNX pieces; scales calibrated anew)")
     p.add_argument("--data", default="../shared/data/cifar10",
                    help="data set folder: the test split is evaluated, training images calibrate the int8 scales")
     p.add_argument("--limit", type=int, help="evaluate on a class-balanced subset of the test set")
@@ -160,24 +162,112 @@ def _at_static_bits(model, tc, bits):
     return dict(tc, exported_as=f"static {bits}-bit twin of a {tc['precision']} checkpoint")
 
 
-def cmd_evaluate(a) -> int:
-    from . import cost
-    from .checkpoint import load_model
+GATE_FORM = "FIRST:SECOND:THRESHOLD (FIRST: bits or 'controller'), e.g. 3:4:0.7 or controller:5:0.8"
+SWEEP_FORM = "FIRST:SECOND (FIRST: bits or 'controller'), e.g. 3:4"
+SWEEP_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # evaluate --gate-sweep
+
+
+def _gate_spec(flag: str, spec: str, threshold: bool = True):
+    """(first bits or None for the controller's plan, second bits, threshold or None) from --gate / --gate-sweep;
+    the bits are checked against the network once its candidates are known (_check_gates)."""
+    form = GATE_FORM if threshold else SWEEP_FORM
+    parts = spec.split(":")
+    try:
+        if len(parts) != (3 if threshold else 2):
+            raise ValueError
+        first = None if parts[0].strip() == "controller" else int(parts[0])
+        second, t = int(parts[1]), (float(parts[2]) if threshold else None)
+    except ValueError:
+        raise UsageError(f"{flag} {spec!r} is not {form}") from None
+    if t is not None and not 0 < t <= 1:  # also refuses nan
+        raise UsageError(f"{flag} threshold {parts[2]} is not in (0, 1] (the top-1 probability under which pass 2 runs)")
+    return first, second, t
+
+
+def _gate_flags(a) -> dict:
+    """--gate and --gate-sweep as {flag: (first, second, threshold)}, checked as far as the flags alone allow,
+    before anything is loaded."""
+    gates = {}
+    for flag, spec, threshold in (("--gate", a.gate, True), ("--gate-sweep", getattr(a, "gate_sweep", None), False)):
+        if spec is None:
+            continue
+        gates[flag] = _gate_spec(flag, spec, threshold)
+        if getattr(a, "arithmetic", "int8") != "int8":
+            raise UsageError(f"{flag} needs --arithmetic int8 (the served arithmetic, where a second pass runs)")
+        if a.static_bits is not None:
+            raise UsageError(f"{flag} needs a dynamic network, not --static-bits (every layer at one width)")
+    return gates
+
+
+def _check_gates(gates: dict, dynamic: bool, candidates) -> None:
+    for flag, (first, second, _) in gates.items():
+        if not dynamic:
+            raise UsageError(f"{flag} needs a dynamic network: a static checkpoint or bundle has no candidates to gate")
+        for which, b in (("first", first), ("second", second)):
+            if b is not None and b not in candidates:
+                raise UsageError(f"{flag}: {which} bits {b} are not a candidate {list(candidates)}")
+
+
+def _source(a) -> None:
+    """Exactly one of --checkpoint and --from-bundle, checked before loading."""
+    if (a.checkpoint is None) == (a.from_bundle is None):
+        raise UsageError("give exactly one of --checkpoint and --from-bundle")
+    if a.from_bundle is not None:
+        if a.static_bits is not None:
+            raise UsageError("--static-bits needs --checkpoint")
+        if not (Path(a.from_bundle) / "manifest.json").is_file():
+            raise UsageError(f"{a.from_bundle} is not a bundle folder (no manifest.json)")
+
+
+def _bundle_deployable(a, gates: dict):
+    """A format-1 bundle's network, its gates checked on its manifest before the (slow) calibration."""
     from .data import load_split
-    from .evaluate import ModelSubject, NetSubject, evaluate, public
-    from .plots import write_plots
+    from .export import from_bundle
+
+    man = json.loads((Path(a.from_bundle) / "manifest.json").read_text())
+    _check_gates(gates, man.get("kind") == "dynamic", man.get("bits", {}).get("candidates", []))
+    return from_bundle(Path(a.from_bundle), load_split(a.data, "train"))
+
+
+def _checkpoint_model(a, gates: dict):
+    from .checkpoint import load_model
 
     model, tc = load_model(a.checkpoint)
     tc = _at_static_bits(model, tc, a.static_bits)
-    test = load_split(a.data, "test").subset(a.limit)
-    if a.arithmetic == "int8":
-        dep = _deployable(model, tc, a.data)
-        subject, table = NetSubject(dep.net, dep.knob_cost), dep.table
+    _check_gates(gates, model.precision.mode == "dynamic", model.cfg.candidates)
+    return model, tc
+
+
+def cmd_evaluate(a) -> int:
+    from . import cost
+    from .data import load_split
+    from .evaluate import Gate, ModelSubject, NetSubject, evaluate, gate_sweep, public
+    from .plots import write_plots
+
+    _source(a)
+    gates = _gate_flags(a)
+    if a.from_bundle is not None and a.arithmetic != "int8":
+        raise UsageError("--from-bundle needs --arithmetic int8 (a bundle keeps no float model)")
+    if a.from_bundle is not None:
+        dep = _bundle_deployable(a, gates)
+        subject, table, reference = NetSubject(dep.net, dep.knob_cost), dep.table, dep.bits["reference"]
+        test = load_split(a.data, "test").subset(a.limit)
     else:
-        table = cost.attach_macs(model, tuple(test.images.shape[1:]))
-        subject = ModelSubject(model)
-    ev = evaluate(subject, table, test.images, test.labels, cost.reference_bits(model))
+        model, tc = _checkpoint_model(a, gates)
+        reference = cost.reference_bits(model)
+        test = load_split(a.data, "test").subset(a.limit)
+        if a.arithmetic == "int8":
+            dep = _deployable(model, tc, a.data)
+            subject, table = NetSubject(dep.net, dep.knob_cost), dep.table
+        else:
+            table = cost.attach_macs(model, tuple(test.images.shape[1:]))
+            subject = ModelSubject(model)
+    gate = Gate(*gates["--gate"]) if "--gate" in gates else None
+    ev = evaluate(subject, table, test.images, test.labels, reference, policy=gate)
     ev["arithmetic"] = a.arithmetic
+    if "--gate-sweep" in gates:
+        first, second, _ = gates["--gate-sweep"]
+        ev["gate_sweep"] = gate_sweep(subject, table, test.images, test.labels, first, second, SWEEP_THRESHOLDS)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if not a.no_plots:
@@ -186,32 +276,35 @@ def cmd_evaluate(a) -> int:
     (out / "eval.json").write_text(json.dumps(report, indent=1))
     summary = {k: report[k] for k in ("images", "top1", "mean_bits", "savings_vs_reference")}
     summary["bitflops_mean"] = report["bitflops"]["mean"]
+    for key in ("second_pass_rate", "gate_sweep"):
+        if key in report:
+            summary[key] = report[key]
     print(json.dumps(summary))
     return 0
 
 
 def cmd_export(a) -> int:
-    from .checkpoint import load_model
     from .data import load_split
-    from .export import export_bundle, from_bundle
+    from .evaluate import Gate
+    from .export import export_bundle
 
     if a.version < 1:
         raise UsageError("--version must be a positive integer")
-    if (a.checkpoint is None) == (a.from_bundle is None):
-        raise UsageError("give exactly one of --checkpoint and --from-bundle")
+    _source(a)
+    gates = _gate_flags(a)
     if a.from_bundle is not None:
-        if a.static_bits is not None:
-            raise UsageError("--static-bits needs --checkpoint")
-        if not (Path(a.from_bundle) / "manifest.json").is_file():
-            raise UsageError(f"{a.from_bundle} is not a bundle folder (no manifest.json)")
-        dep = from_bundle(Path(a.from_bundle), load_split(a.data, "train"))
+        dep = _bundle_deployable(a, gates)
     else:
-        model, tc = load_model(a.checkpoint)
-        dep = _deployable(model, _at_static_bits(model, tc, a.static_bits), a.data)
+        model, tc = _checkpoint_model(a, gates)
+        dep = _deployable(model, tc, a.data)
+    gate = Gate(*gates["--gate"]) if "--gate" in gates else None
     test = load_split(a.data, "test").subset(a.limit)
     out = Path(a.out) / a.name / str(a.version)
-    ev = export_bundle(dep, test, out, a.name, a.version, force=a.force)
-    print(json.dumps({"bundle": str(out), "top1": ev["top1"], "bitflops_mean": ev["bitflops"]["mean"]}))
+    ev = export_bundle(dep, test, out, a.name, a.version, force=a.force, policy=gate)
+    summary = {"bundle": str(out), "top1": ev["top1"], "bitflops_mean": ev["bitflops"]["mean"]}
+    if gate is not None:
+        summary["second_pass_rate"] = ev["second_pass_rate"]
+    print(json.dumps(summary))
     return 0
 
 
@@ -242,6 +335,13 @@ def main(argv=None) -> int:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_eval_common(p)
     p.add_argument("--out", required=True, help="folder for eval.json and the PNG plots")
+    p.add_argument("--gate", metavar="FIRST:SECOND:THRESHOLD",
+                   help="evaluate with a confidence-gated second pass (a dynamic network, int8): pass 1 at FIRST bits "
+                        "(or 'controller': its plan), images whose top-1 softmax probability is below THRESHOLD run "
+                        "every dynamic layer again at SECOND bits; Bit-FLOPs count both passes")
+    p.add_argument("--gate-sweep", metavar="FIRST:SECOND",
+                   help="also write gate_sweep to eval.json: top-1, mean Bit-FLOPs and second-pass rate of that gate "
+                        "at thresholds " + ",".join(map(str, SWEEP_THRESHOLDS)))
     p.add_argument("--static-bits", type=int,
                    help="evaluate a dynamic or multi checkpoint with every dynamic layer at these bits")
     p.add_argument("--arithmetic", default="int8", choices=["int8", "float"],
@@ -250,13 +350,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-plots", action="store_true")
     p = sub.add_parser("export", help="export a checkpoint as a servable bundle (ONNX + manifest)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_eval_common(p, checkpoint_required=False)
-    p.add_argument("--from-bundle", help="instead of --checkpoint: re-export a format-1 bundle folder in today's format")
+    _add_eval_common(p)
     p.add_argument("--out", default="models", help="model repository; the bundle goes to OUT/NAME/VERSION")
     p.add_argument("--name", required=True, help="bundle name, e.g. resnet20_dq")
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--static-bits", type=int, help="export a dynamic checkpoint with every dynamic layer at these bits")
+    p.add_argument("--gate", metavar="FIRST:SECOND:THRESHOLD",
+                   help="give the dynamic bundle a confidence-gated second pass (its manifest's policy): pass 1 at "
+                        "FIRST bits (or 'controller': its plan), images whose top-1 softmax probability is below "
+                        "THRESHOLD run every dynamic layer again at SECOND bits")
     p = sub.add_parser("compare", help="results table and accuracy vs Bit-FLOPs plot of evaluated runs")
     p.add_argument("runs", nargs="+", help="train run folders, each evaluated into <run>/eval")
     p.add_argument("--out", required=True, help="folder for results.md, results.json, accuracy_vs_bitflops.png")

@@ -18,7 +18,7 @@ import torch
 
 from . import cost, int8
 from .data import Split
-from .evaluate import KNOBS, NetSubject, evaluate
+from .evaluate import KNOBS, Gate, NetSubject, evaluate, second_pass_bitflops
 from .layers import FP_BITS
 from .onnx_export import body_graph, static_graph, stem_graph
 
@@ -95,7 +95,8 @@ def _quantization(net: int8.Net) -> Dict:
                        for b in net.blocks]}
 
 
-def build_manifest(dep: Deployable, ev: Dict, test: Split, name: str, version: int, graph: Dict) -> Dict:
+def build_manifest(dep: Deployable, ev: Dict, test: Split, name: str, version: int, graph: Dict,
+                   policy: Optional[Gate] = None) -> Dict:
     size = list(test.images.shape[2:])
     dyn_names = [r["name"] for r in dep.table if r["kind"] == "dynamic"]
     candidates, reference = dep.bits["candidates"], dep.bits["reference"]
@@ -119,7 +120,9 @@ def build_manifest(dep: Deployable, ev: Dict, test: Split, name: str, version: i
         "bitflops": {"definition": cost.DEFINITION, "fixed": cost.fixed_bitflops(table),
                      "reference": cost.bitflops(table, plan(reference)),
                      "min": cost.bitflops(table, plan(min(candidates))),
-                     "max": cost.bitflops(table, plan(max(candidates)))},
+                     # the most one image can cost: the costliest plan, and a second pass when gated
+                     "max": cost.bitflops(table, plan(max(candidates)))
+                     + (second_pass_bitflops(table, policy.second_bits) if policy is not None else 0)},
         "calibration": ev["calibration"],
         "metrics": {"top1": ev["top1"], "images": ev["images"], "dataset": "CIFAR-10 test set (JPEG-q75 copy)",
                     "bitflops_mean": ev["bitflops"]["mean"], "bitflops_p50": ev["bitflops"]["p50"],
@@ -130,6 +133,9 @@ def build_manifest(dep: Deployable, ev: Dict, test: Split, name: str, version: i
         "dataset": {"name": "CIFAR-10", "layout": test.layout, "fingerprint": test.fingerprint,
                     "note": "JPEG quality-75 copy of CIFAR-10; accuracy is a little below the lossless originals"},
     }
+    if policy is not None:
+        manifest["policy"] = policy.manifest()
+        manifest["metrics"]["second_pass_rate"] = ev["second_pass_rate"]
     if dep.dynamic:
         manifest["controller"] = {"layers": dyn_names, "candidates": candidates, "cost": dep.knob_cost.tolist()}
     return manifest
@@ -145,7 +151,13 @@ def _bit_strings(bits: np.ndarray, candidates: List[int]) -> List[str]:
     return ["".join(index[int(b)] for b in row) for row in bits]
 
 
-def export_bundle(dep: Deployable, test: Split, out: Path, name: str, version: int, force: bool = False) -> Dict:
+def export_bundle(dep: Deployable, test: Split, out: Path, name: str, version: int, force: bool = False,
+                  policy: Optional[Gate] = None) -> Dict:
+    """Write the bundle; a `policy` (dynamic only) gates a second pass, and the metrics and reference are gated."""
+    if policy is not None:
+        if not dep.dynamic:
+            raise ValueError("a gated second pass needs a dynamic network (a controller's candidates)")
+        policy.check(dep.bits["candidates"])
     out = Path(out)
     if out.exists():
         if not force:
@@ -155,16 +167,23 @@ def export_bundle(dep: Deployable, test: Split, out: Path, name: str, version: i
     graph = _graph(dep, out, tuple(test.images.shape[2:]))
     knobs = sorted(set(KNOBS) | set(REFERENCE_KNOBS)) if dep.dynamic else ()
     ev = evaluate(NetSubject(dep.net, dep.knob_cost), dep.table, test.images, test.labels, dep.bits["reference"],
-                  knobs=knobs)
+                  knobs=knobs, policy=policy)
     per = ev["_per_image"]
     cands = dep.bits["candidates"]
+    # "bits": pass 1's plans; "top1", "logits": the answer (pass 2's where it ran, "second": 1)
     reference = {"images": ev["images"], "order": test.names, "top1": per["top1"].tolist(),
-                 "bits": _bit_strings(per["bits"], cands), "logits": _exact_floats(per["logits"]),
-                 "knobs": [{"knob": k, "top1": per["knobs"][k][0].argmax(1).tolist(),
-                            "bits": _bit_strings(per["knobs"][k][1].numpy(), cands)}
-                           for k in REFERENCE_KNOBS if k in per["knobs"]]}
+                 "bits": _bit_strings(per["bits"], cands), "logits": _exact_floats(per["logits"]), "knobs": []}
+    if policy is not None:
+        reference["second"] = per["second"].astype(int).tolist()
+    for k in REFERENCE_KNOBS:
+        if k in per["knobs"]:
+            lk, bk, sk = per["knobs"][k]
+            reference["knobs"].append({"knob": k, "top1": lk.argmax(1).tolist(),
+                                       "bits": _bit_strings(bk.numpy(), cands)})
+            if policy is not None:
+                reference["knobs"][-1]["second"] = sk.int().tolist()
     (out / "reference.json").write_text(json.dumps(reference, separators=(",", ":")))
-    manifest = build_manifest(dep, ev, test, name, version, graph)
+    manifest = build_manifest(dep, ev, test, name, version, graph, policy)
     manifest["files"] = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return ev

@@ -1,6 +1,6 @@
 // Choosing bits per sample and dynamic layer, exactly as docs/model-bundle.md "Choosing bits" says:
 //   bits[n][l] = candidates[argmax_k(controller_logits[n][l][k] − λ·cost[l][k])], ties to the lower index;
-// a forced precision b (a candidate) skips the argmax.
+// a forced precision b (a candidate) skips the argmax; a gated bundle's first-pass bits (gate.ts) replace it.
 import type { SampleOptions } from './engine.js';
 
 export interface ControllerSpec {
@@ -17,6 +17,7 @@ export interface ControllerSpec {
 /**
  * `logits` is the stem's `controller_logits` tensor, [N, L, K] row-major.
  * Returns bits[n][l]; `lowered[n]` is set true where a budget lowered sample n's choice.
+ * `start` (a candidate) replaces the argmax for samples without a forced precision; a budget still lowers it.
  */
 export function chooseBits(
   logits: Float32Array,
@@ -24,6 +25,7 @@ export function chooseBits(
   spec: ControllerSpec,
   options: readonly SampleOptions[],
   lowered?: boolean[],
+  start: number | null = null,
 ): number[][] {
   const L = spec.layers.length;
   const K = spec.candidates.length;
@@ -38,6 +40,11 @@ export function chooseBits(
     for (let l = 0; l < L; l++) {
       if (opt.precision !== null) {
         plan[l] = opt.precision;
+        continue;
+      }
+      if (start !== null) {
+        plan[l] = start;
+        chosen[l] = spec.candidates.indexOf(start);
         continue;
       }
       const base = (n * L + l) * K;

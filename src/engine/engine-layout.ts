@@ -4,6 +4,7 @@ import { DqError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import { chooseBits, staticBits, type ControllerSpec } from './bit-plan.js';
 import type { SampleOptions } from './engine.js';
+import { secondPassRows, type GatePolicy } from './gate.js';
 
 export interface EngineLayout {
   readonly dynamicLayers: readonly string[];
@@ -14,8 +15,12 @@ export interface EngineLayout {
   readonly blocks: readonly (readonly [number, number])[];
   /** Bytes per sample: height × width × 3 (uint8 RGB, NHWC). */
   readonly sampleSize: number;
+  /** The bundle's gated second pass; null when it has none (every static bundle). */
+  readonly policy: GatePolicy | null;
   /** Bits per sample per dynamic layer; `controllerLogits` is required when `controller` is set. */
   plan(controllerLogits: Float32Array | null, batchSize: number, options: readonly SampleOptions[], lowered?: boolean[]): number[][];
+  /** The rows that run pass 2, given pass 1's class logits [N, C] (gate.ts); always empty without a policy. */
+  secondPass(logits: Float32Array, batchSize: number, options: readonly SampleOptions[], plans: readonly (readonly number[])[], lowered?: boolean[]): number[];
 }
 
 export function engineLayout(manifest: Manifest): EngineLayout {
@@ -47,20 +52,28 @@ export function engineLayout(manifest: Manifest): EngineLayout {
       // Layer l at candidate b costs MACs × b × b (docs/bitflops.md): weights and activations share b.
       bitflops: c.layers.map((name) => c.candidates.map((b) => (macs.get(name) ?? 0) * b * b)),
     };
+    const policy = gatePolicy(manifest, c.candidates);
+    const layerMacs = c.layers.map((name) => macs.get(name) ?? 0);
+    const dynamicCost = (plan: readonly number[]) => plan.reduce((s, b, l) => s + (layerMacs[l] as number) * b * b, 0);
     return {
       dynamicLayers: c.layers,
       candidates: c.layers.map(() => c.candidates),
       controller: spec,
       blocks: graph.body.blocks.map((_, j) => [2 * j, 2 * j + 1] as const),
       sampleSize,
+      policy,
       plan(logits, n, options, lowered) {
         if (!logits) throw new DqError('DQ_ERR_ENGINE_FAILED', 'stem gave no controller_logits');
-        return chooseBits(logits, n, spec, options, lowered);
+        return chooseBits(logits, n, spec, options, lowered, policy?.firstBits ?? null);
+      },
+      secondPass(logits, n, options, plans, lowered) {
+        return policy ? secondPassRows(logits, n, options, plans, policy, dynamicCost, lowered) : [];
       },
     };
   }
 
   if (!('model' in graph)) throw new DqError('DQ_ERR_BUNDLE_INVALID', 'a static bundle is one graph (graph.model)');
+  if (manifest.policy) throw new DqError('DQ_ERR_BUNDLE_INVALID', 'a gated second pass (policy) needs a dynamic bundle');
   if (manifest.bits.candidates.length !== 1) {
     throw new DqError('DQ_ERR_BUNDLE_INVALID', `a static bundle has one bit-width, not ${JSON.stringify(manifest.bits.candidates)}`);
   }
@@ -73,8 +86,24 @@ export function engineLayout(manifest: Manifest): EngineLayout {
     controller: null,
     blocks: [],
     sampleSize,
+    policy: null,
     plan(_logits, n) {
       return staticBits(fixed, n);
     },
+    secondPass() {
+      return [];
+    },
   };
+}
+
+/** The manifest's policy, its bits checked against the candidates. */
+function gatePolicy(manifest: Manifest, candidates: readonly number[]): GatePolicy | null {
+  const p = manifest.policy;
+  if (!p) return null;
+  for (const [key, b] of [['first_bits', p.first_bits], ['second_bits', p.second_bits]] as const) {
+    if (b !== null && !candidates.includes(b)) {
+      throw new DqError('DQ_ERR_BUNDLE_INVALID', `policy.${key} ${b} is not a candidate (${candidates.join(', ')})`);
+    }
+  }
+  return { firstBits: p.first_bits, secondBits: p.second_bits, threshold: p.threshold };
 }

@@ -16,9 +16,11 @@ export interface SampleOptions {
 export interface SampleResult {
   /** Pre-softmax class logits, length = classes. */
   readonly logits: Float32Array;
-  /** Chosen bits per dynamic layer, in `Engine.dynamicLayers` order. */
+  /** Chosen bits per dynamic layer, in `Engine.dynamicLayers` order (pass 1's, when a gated bundle ran two). */
   readonly bits: readonly number[];
-  /** maxDynamicBitflops lowered the controller's choice. */
+  /** A gated bundle's pass 2 ran (its bits per dynamic layer), and `logits` are pass 2's. Absent = one pass. */
+  readonly secondBits?: readonly number[];
+  /** maxDynamicBitflops lowered the controller's choice, or left out a second pass. */
   readonly budgetLowered?: boolean;
 }
 

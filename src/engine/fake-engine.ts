@@ -1,6 +1,7 @@
 // A deterministic Engine for route, batching and lifecycle tests: no ONNX, no bundle.
 // Each sample's logits and controller logits are functions of that sample alone, so batched and unbatched
-// runs agree exactly, and bits go through the real chooseBits.
+// runs agree exactly, and bits go through the real chooseBits (and a gated manifest's second pass through the
+// real gate, with pass 2's logits another function of the sample).
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Manifest } from '../repository/manifest.js';
 import type { BatchOutput, Engine, SampleOptions } from './engine.js';
@@ -59,14 +60,31 @@ export class FakeEngine implements Engine {
     }
     const lowered = new Array<boolean>(batchSize).fill(false);
     const plans = this.layout.plan(this.layout.controller ? ctrl : null, batchSize, options, lowered);
+    const second = new Set(this.layout.secondPass(concat(logits), batchSize, options, plans, lowered));
+    const secondBits = this.dynamicLayers.map(() => this.layout.policy?.secondBits as number);
     return {
-      samples: logits.map((l, n) => ({ logits: l, bits: plans[n] as number[], budgetLowered: lowered[n] as boolean })),
+      samples: logits.map((l, n) => ({
+        logits: second.has(n) ? l.map((v) => 2 * v) : l,
+        bits: plans[n] as number[],
+        ...(second.has(n) ? { secondBits } : {}),
+        budgetLowered: lowered[n] as boolean,
+      })),
       timing: { controllerMs: 0, layersMs: this.delayMs },
     };
   }
 
   async warmup(): Promise<void> {}
   async close(): Promise<void> {}
+}
+
+function concat(rows: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(rows.reduce((s, r) => s + r.length, 0));
+  let at = 0;
+  for (const r of rows) {
+    out.set(r, at);
+    at += r.length;
+  }
+  return out;
 }
 
 /** A scalar that depends on every value of the sample, in a fixed order (so it is batch-independent). */

@@ -2,6 +2,7 @@
 // A static bundle is one session. A dynamic one is two: the stem (fixed layers + controller) runs, the bit plan
 // is chosen from its controller logits (bit-plan.ts), and the body runs every dynamic layer of every sample at
 // the plan's bits, fed the plan as index tensors (dispatch.ts): two session runs per batch, whatever the plan.
+// A gated bundle (gate.ts) runs the body once more on the unconfident rows' stem outputs, at its second bits.
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import ort from 'onnxruntime-node';
@@ -64,17 +65,23 @@ export class OrtEngine implements Engine {
   }
 
   infer(input: Uint8Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
-    return this.run(input, batchSize, (logits, lowered) => this.layout.plan(logits, batchSize, options, lowered));
+    return this.run(input, batchSize, (logits, lowered) => this.layout.plan(logits, batchSize, options, lowered),
+      (logits, plans, lowered) => this.layout.secondPass(logits, batchSize, options, plans, lowered));
   }
 
-  /** Runs the batch with the plan `choose` makes from the controller logits (null when static). */
+  /**
+   * Runs the batch with the plan `choose` makes from the controller logits (null when static), then pass 2 on
+   * the rows `secondRows` picks from pass 1's class logits.
+   */
   private async run(input: Uint8Array, batchSize: number,
-    choose: (controllerLogits: Float32Array | null, lowered: boolean[]) => number[][]): Promise<BatchOutput> {
+    choose: (controllerLogits: Float32Array | null, lowered: boolean[]) => number[][],
+    secondRows?: (logits: Float32Array, plans: readonly number[][], lowered: boolean[]) => number[]): Promise<BatchOutput> {
     const [h, w] = this.manifest.input.size;
     const image = new ort.Tensor('uint8', input, [batchSize, h, w, 3]);
     const lowered = new Array<boolean>(batchSize).fill(false);
     const t0 = performance.now();
     let logits: Float32Array, plans: number[][], t1: number;
+    let second: number[] = [], secondPlan: number[] = [];
     if ('model' in this.sessions) {
       t1 = t0;
       plans = choose(null, lowered);
@@ -83,19 +90,39 @@ export class OrtEngine implements Engine {
       const stem = await this.sessions.stem.run({ image });
       plans = choose(floats(stem, 'controller_logits'), lowered);
       t1 = performance.now();
-      const feeds: Record<string, ort.Tensor> = { z: tensor(stem, 'z'), sc: tensor(stem, 'sc') };
-      for (const [name, t] of bodyIndices(plans, this.layout.blocks, this.layout.candidates[0] as number[])) {
-        feeds[name] = new ort.Tensor('int64', t.data, t.dims);
+      const z = tensor(stem, 'z'), sc = tensor(stem, 'sc');
+      logits = await this.body(z, sc, plans);
+      second = secondRows?.(logits, plans, lowered) ?? [];
+      if (second.length > 0) {
+        secondPlan = plans[0]?.map(() => this.layout.policy?.secondBits as number) ?? [];
+        const again = await this.body(rowsOf(z, second, batchSize), rowsOf(sc, second, batchSize), second.map(() => secondPlan));
+        const classes = logits.length / batchSize;
+        second.forEach((r, i) => logits.set(again.subarray(i * classes, (i + 1) * classes), r * classes));
       }
-      logits = floats(await this.sessions.body.run(feeds), 'logits');
     }
     const t2 = performance.now();
     const classes = logits.length / batchSize;
+    const twice = new Set(second);
     const samples: SampleResult[] = [];
     for (let n = 0; n < batchSize; n++) {
-      samples.push({ logits: logits.slice(n * classes, (n + 1) * classes), bits: plans[n] as number[], budgetLowered: lowered[n] as boolean });
+      samples.push({
+        logits: logits.slice(n * classes, (n + 1) * classes),
+        bits: plans[n] as number[],
+        ...(twice.has(n) ? { secondBits: secondPlan } : {}),
+        budgetLowered: lowered[n] as boolean,
+      });
     }
     return { samples, timing: { controllerMs: t1 - t0, layersMs: t2 - t1 } };
+  }
+
+  /** The body graph on stem outputs `z`, `sc` with bits `plans` per row; a copy of its logits. */
+  private async body(z: ort.Tensor, sc: ort.Tensor, plans: readonly (readonly number[])[]): Promise<Float32Array> {
+    const sessions = this.sessions as { readonly body: Session };
+    const feeds: Record<string, ort.Tensor> = { z, sc };
+    for (const [name, t] of bodyIndices(plans, this.layout.blocks, this.layout.candidates[0] as number[])) {
+      feeds[name] = new ort.Tensor('int64', t.data, t.dims);
+    }
+    return floats(await sessions.body.run(feeds), 'logits').slice();
   }
 
   /** Runs every node once: every (conv1, conv2) pair of candidates in every block, at batch 1 and in one mixed batch. */
@@ -111,6 +138,15 @@ export class OrtEngine implements Engine {
   async close(): Promise<void> {
     await Promise.allSettled(Object.values(this.sessions).map((s: Session) => s.release()));
   }
+}
+
+/** Rows `rows` of a tensor whose first axis is the batch. */
+function rowsOf(t: ort.Tensor, rows: readonly number[], batchSize: number): ort.Tensor {
+  const data = t.data as Uint8Array | Float32Array;
+  const size = data.length / batchSize;
+  const out = new (data.constructor as Uint8ArrayConstructor | Float32ArrayConstructor)(rows.length * size);
+  rows.forEach((r, i) => out.set(data.subarray(r * size, (r + 1) * size), i * size));
+  return new ort.Tensor(t.type as 'uint8', out as Uint8Array, [rows.length, ...t.dims.slice(1)]);
 }
 
 function tensor(out: ort.InferenceSession.ReturnType, name: string): ort.Tensor {

@@ -92,6 +92,12 @@ export function defineMetrics(options: MetricsOptions) {
       labelNames: [...MV, 'layer', 'bits'],
       ...r,
     }),
+    secondPasses: new Counter({
+      name: 'dqserve_second_passes_total',
+      help: 'Images a gated model ran twice: unconfident after pass 1, answered by the second pass (both counted in dqserve_bitflops_total)',
+      labelNames: MV,
+      ...r,
+    }),
     budget: new Counter({
       name: 'dqserve_budget_events_total',
       help: 'Per-request Bit-FLOPs caps: event=lowered (an image\'s bits were lowered to fit), below_minimum (request refused, 400)',

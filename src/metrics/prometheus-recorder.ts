@@ -112,6 +112,7 @@ export class PrometheusRecorder implements InferenceRecorder {
       const b = r.bits[i] as number;
       this.at(m.layerBits, `${perModel}\u0000${i}\u0000${b}`, () => ({ ...l, layer: layers?.[i] ?? String(i), bits: String(b) })).inc();
     }
+    if (r.secondBits) this.at(m.secondPasses, l).inc();
     if (r.budgetLowered) this.onBudget(model, version, 'lowered');
     if (m.triton) this.at(m.triton.count, l).inc();
     const s = this.entry(model, version);

@@ -42,15 +42,17 @@ export interface Timing {
 export interface ClassifyResult extends ClassEntry {
   readonly topK: readonly ClassEntry[];
   readonly logits: Float32Array;
-  /** Bits per dynamic layer, in `ModelPipeline.dynamicLayers` order. */
+  /** Bits per dynamic layer, in `ModelPipeline.dynamicLayers` order (pass 1's, for a gated bundle). */
   readonly bits: readonly number[];
+  /** A gated bundle's second pass ran at these bits (and answered); null = one pass. */
+  readonly secondBits: readonly number[] | null;
   readonly meanBits: number;
   readonly bitflops: number;
   readonly bitflopsReference: number;
   readonly savings: number;
   readonly batchSize: number;
   readonly timing: Timing;
-  /** A per-request Bit-FLOPs cap lowered this image's bits below the controller's choice. */
+  /** A per-request Bit-FLOPs cap lowered this image's bits below the controller's choice, or left out a second pass. */
   readonly budgetLowered: boolean;
 }
 
@@ -208,7 +210,9 @@ export class ModelPipeline {
     const batched = await admission.submit(tensors, sampleOptions, options.timeoutMs, options.signal);
     const end = performance.now();
     return batched.map((b) => {
-      const bf = this.cost.bitflops(b.sample.bits);
+      const second = b.sample.secondBits ?? null;
+      // Both passes are paid for: the fixed part once, the dynamic layers once per pass (docs/bitflops.md).
+      const bf = this.cost.bitflops(b.sample.bits) + (second ? this.cost.bitflops(second) - this.cost.fixed : 0);
       if (controlled) this.target?.observe(bf, knob);
       const ranked = rank(b.sample.logits, this.manifest.classes, options.topK);
       const best = ranked[0] as ClassEntry;
@@ -217,6 +221,7 @@ export class ModelPipeline {
         topK: ranked,
         logits: b.sample.logits,
         bits: b.sample.bits,
+        secondBits: second,
         meanBits: meanBits(b.sample.bits),
         bitflops: bf,
         bitflopsReference: this.cost.reference,

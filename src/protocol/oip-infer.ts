@@ -241,6 +241,7 @@ export function encodeInferResponse(model: ModelView, decoded: DecodedInfer, res
       dqserve_savings: reference > 0 ? 1 - bitflops / reference : 0,
       dqserve_mean_bits: n ? results.reduce((s, r) => s + r.meanBits, 0) / n : 0,
       dqserve_budget_lowered: results.filter((r) => r.budgetLowered).length,
+      dqserve_second_passes: results.filter((r) => r.secondBits !== null).length,
       dqserve_bits: results.map((r) => r.bits.join('')).join(','),
       dqserve_dynamic_layers: model.dynamicLayers.join(','),
     },

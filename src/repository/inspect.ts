@@ -14,6 +14,7 @@ export async function inspectBundle(dir: string, options: { json: boolean; verif
     classes: m.classes,
     input: m.input,
     bits: m.bits,
+    policy: m.policy ?? null,
     layers: m.layers.map((l) => ({ name: l.name, kind: l.kind, op: l.op, bits: l.bits, macs: l.macs, in_shape: l.in_shape, out_shape: l.out_shape })),
     macs_total: m.layers.reduce((s, l) => s + l.macs, 0),
     dynamic_layers: dynamic.length,
@@ -27,6 +28,10 @@ export async function inspectBundle(dir: string, options: { json: boolean; verif
   const lines: string[] = [];
   lines.push(`${m.name} v${m.version} (${m.kind}), ${m.classes.length} classes, input ${m.input.size.join('x')}, checksums ${summary.checksums}`);
   lines.push(`bits: candidates [${m.bits.candidates.join(', ')}], reference ${m.bits.reference}, fixed ${m.bits.fixed ?? '-'}, first/last ${m.bits.first_last ?? '-'}`);
+  if (m.policy) {
+    const first = m.policy.first_bits === null ? "the controller's plan" : `every dynamic layer at ${m.policy.first_bits} bits`;
+    lines.push(`policy: gated, pass 1 ${first}; under top-1 confidence ${m.policy.threshold}, pass 2 at ${m.policy.second_bits} bits`);
+  }
   lines.push('');
   lines.push(pad('layer', 28) + pad('kind', 11) + pad('op', 8) + pad('bits', 6) + padL('MACs', 14));
   for (const l of m.layers) lines.push(pad(l.name, 28) + pad(l.kind, 11) + pad(l.op, 8) + pad(l.bits === null ? (l.kind === 'dynamic' ? 'dyn' : '32') : String(l.bits), 6) + padL(l.macs.toLocaleString('en-US'), 14));

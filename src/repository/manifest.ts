@@ -81,6 +81,22 @@ export const ManifestSchema = Type.Object({
       Type.Null(),
     ]),
   ),
+  /**
+   * A second instance-aware policy beside the controller (dynamic bundles; docs/model-bundle.md "Gated second
+   * pass"): pass 1 at `first_bits` (null: the controller's plan); images whose top-1 softmax is under `threshold`
+   * run the body again at `second_bits` from the same stem outputs, and pass 2's logits answer.
+   */
+  policy: Type.Optional(
+    Type.Union([
+      Type.Object({
+        kind: Type.Literal('gated'),
+        first_bits: Type.Union([Type.Integer({ minimum: 1, maximum: 32 }), Type.Null()]),
+        second_bits: Type.Integer({ minimum: 1, maximum: 32 }),
+        threshold: Type.Number({ exclusiveMinimum: 0, maximum: 1 }),
+      }),
+      Type.Null(),
+    ]),
+  ),
   graph: GraphSchema,
   bitflops: Type.Object({
     definition: Type.Optional(Type.String()),
@@ -101,6 +117,7 @@ export const ManifestSchema = Type.Object({
 export type Manifest = Static<typeof ManifestSchema>;
 export type ManifestLayer = Static<typeof LayerSchema>;
 export type ManifestGraph = Static<typeof GraphSchema>;
+export type ManifestPolicy = NonNullable<Manifest['policy']>;
 
 /** The ONNX files a manifest's graph names. */
 export function graphFiles(graph: ManifestGraph): string[] {

@@ -1,8 +1,10 @@
 // Parity of a bundle with training's own evaluation of the same arithmetic (reference.json): same bits and top-1,
-// at knob 0 and at the reference knobs, and logits compared on every image.
+// at knob 0 and at the reference knobs, and logits compared on every image. For a gated bundle "same bits" also
+// means the same images took the second pass.
 // `dqserve verify` runs it; training's end-to-end test calls that command on a freshly exported bundle.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { SampleResult } from '../engine/engine.js';
 import { OrtEngine } from '../engine/ort-engine.js';
 import { fitToInput, preprocess } from '../preprocess/preprocess.js';
 import { loadBundle } from './bundle.js';
@@ -15,7 +17,9 @@ export interface Reference {
   top1: number[];
   bits: string[];
   logits: number[][];
-  knobs: { knob: number; top1: number[]; bits: string[] }[];
+  /** Gated bundles: 1 where the second pass ran. */
+  second?: number[];
+  knobs: { knob: number; top1: number[]; bits: string[]; second?: number[] }[];
 }
 
 export interface ParityReport {
@@ -46,6 +50,9 @@ export async function verifyBundle(dir: string, dataDir: string, batch = 64): Pr
   const engine = await OrtEngine.load(dir, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 });
   const cands = manifest.bits.candidates;
   const decode = (s: string) => [...s].map((c) => cands[Number(c)]).join();
+  // pass-1 bits, and whether pass 2 ran: what the engine chose for one image
+  const choice = (bits: string | undefined, second: number | undefined) => `${decode(bits ?? '')}${second ? '+' : ''}`;
+  const chosen = (s: SampleResult) => `${s.bits.join()}${s.secondBits ? '+' : ''}`;
   const argmax = (v: Float32Array) => v.indexOf(Math.max(...v));
   let bits = 0, top1 = 0, identical = 0, within = 0, maxDiff = 0, correct = 0, correctRef = 0, labelled = 0;
   const knobs = ref.knobs.map((k) => ({ knob: k.knob, bits: 0, top1: 0 }));
@@ -65,7 +72,7 @@ export async function verifyBundle(dir: string, dataDir: string, batch = 64): Pr
       out.samples.forEach((s, i) => {
         const n = start + i;
         const arg = argmax(s.logits);
-        if (decode(ref.bits[n] ?? '') === s.bits.join()) bits++;
+        if (choice(ref.bits[n], ref.second?.[n]) === chosen(s)) bits++;
         if (arg === ref.top1[n]) top1++;
         const label = labels[i] as number;
         if (label >= 0) {
@@ -83,7 +90,7 @@ export async function verifyBundle(dir: string, dataDir: string, batch = 64): Pr
         const o = await engine.infer(input, keys.length, keys.map(() => ({ knob: r.knob, precision: null })));
         o.samples.forEach((s, i) => {
           const n = start + i;
-          if (decode(r.bits[n] ?? '') === s.bits.join()) (knobs[k] as { bits: number }).bits++;
+          if (choice(r.bits[n], r.second?.[n]) === chosen(s)) (knobs[k] as { bits: number }).bits++;
           if (argmax(s.logits) === r.top1[n]) (knobs[k] as { top1: number }).top1++;
         });
       }

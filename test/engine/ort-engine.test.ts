@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bitflops, referenceBitflops, uniformPlan } from '../../src/cost/bitflops.js';
 import type { SampleOptions } from '../../src/engine/engine.js';
+import { confidence } from '../../src/engine/gate.js';
 import { OrtEngine } from '../../src/engine/ort-engine.js';
 import { WorkerEngine } from '../../src/engine/worker-engine.js';
 import { preprocess } from '../../src/preprocess/preprocess.js';
@@ -106,6 +107,53 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resn
       expect(mixed.samples[i]!.bits.every((v) => v === b)).toBe(true);
       expect(Array.from(alone.logits)).toEqual(Array.from(mixed.samples[i]!.logits));
     }
+  });
+
+  // The policy's arithmetic is the body graph's own: pass 2 on a subset of rows must equal those rows run at the
+  // second bits in any batch, and pass 1 must equal the ungated run.
+  describe('a gated second pass on the same weights (a policy set on this manifest)', () => {
+    const batchOf = (xs: readonly Uint8Array[]) => {
+      const b = new Uint8Array(xs.length * engine.sampleSize);
+      xs.forEach((x, i) => b.set(x, i * engine.sampleSize));
+      return b;
+    };
+    const at = (precision: number | null) => inputs.map((): SampleOptions => ({ knob: 0, precision }));
+    const gatedEngine = (policy: NonNullable<Manifest['policy']>) => OrtEngine.load(DYNAMIC_BUNDLE, { ...manifest, policy }, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+
+    it('answers from pass 1 (all 3 bits) where it is confident and from pass 2 (all 4 bits) elsewhere', async () => {
+      const gated = await gatedEngine({ kind: 'gated', first_bits: 3, second_bits: 4, threshold: 0.7 });
+      try {
+        const out = await gated.infer(batchOf(inputs), inputs.length, at(null));
+        const [p3, p4] = [await engine.infer(batchOf(inputs), inputs.length, at(3)), await engine.infer(batchOf(inputs), inputs.length, at(4))];
+        let twice = 0;
+        out.samples.forEach((s, i) => {
+          expect(s.bits.every((b) => b === 3)).toBe(true);
+          const unsure = confidence(p3.samples[i]!.logits) < 0.7;
+          expect(s.secondBits !== undefined).toBe(unsure);
+          expect(Array.from(s.logits)).toEqual(Array.from((unsure ? p4 : p3).samples[i]!.logits));
+          if (unsure) twice++;
+        });
+        expect(twice).toBeGreaterThan(0);
+        expect(twice).toBeLessThan(inputs.length);
+        // a forced precision is one pass, whatever the confidence
+        const forced = await gated.infer(batchOf(inputs.slice(0, 8)), 8, at(3).slice(0, 8));
+        expect(forced.samples.every((s) => s.secondBits === undefined)).toBe(true);
+      } finally {
+        await gated.close();
+      }
+    });
+
+    it("with first_bits null pass 1 is the controller's plan", async () => {
+      const gated = await gatedEngine({ kind: 'gated', first_bits: null, second_bits: 5, threshold: 0.9 });
+      try {
+        const xs = inputs.slice(0, 32);
+        const [g, plain] = [await gated.infer(batchOf(xs), xs.length, at(null).slice(0, 32)), await engine.infer(batchOf(xs), xs.length, at(null).slice(0, 32))];
+        expect(g.samples.map((s) => s.bits)).toEqual(plain.samples.map((s) => s.bits));
+        expect(g.samples.some((s) => s.secondBits?.every((b) => b === 5))).toBe(true);
+      } finally {
+        await gated.close();
+      }
+    });
   });
 
   it('the worker-thread engine gives the same results as the in-thread one', async () => {

@@ -17,6 +17,14 @@ describe.skipIf(!hasDynamicBundle)('bundle claims', () => {
     expect(() => checkBitflopsClaims(manifest)).not.toThrow();
   });
 
+  it("a gated bundle's max counts the second pass: the costliest plan, then every dynamic layer at second_bits", async () => {
+    const { manifest } = await loadBundle(DYNAMIC_BUNDLE, { verifyChecksums: false });
+    const m: Manifest = { ...manifest, policy: { kind: 'gated', first_bits: 3, second_bits: 4, threshold: 0.6 } };
+    expect(() => checkBitflopsClaims(m)).toThrow(/bitflops max/);
+    const dyn4 = m.layers.filter((l) => l.kind === 'dynamic').reduce((s, l) => s + l.macs * 4 * 4, 0);
+    expect(() => checkBitflopsClaims({ ...m, bitflops: { ...m.bitflops, max: m.bitflops.max + dyn4 } })).not.toThrow();
+  });
+
   it.each(['reference', 'fixed', 'min', 'max'] as const)('a server refuses a bundle whose bitflops.%s disagrees with its layers', async (key) => {
     const m = JSON.parse(readFileSync(join(DYNAMIC_BUNDLE, 'manifest.json'), 'utf8')) as Manifest;
     const dir = join(tmp, key, m.name, String(m.version));

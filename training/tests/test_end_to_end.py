@@ -155,6 +155,47 @@ def test_8bit_controller_exports_its_levels_and_cost(trained, small_binary):
     assert res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999
 
 
+def test_gated_second_pass_sweeps_exports_and_serves_with_parity(trained, small_binary):
+    """A dynamic bundle with a policy: 3-bit pass 1, a 4-bit pass 2 for the images pass 1 is unsure of."""
+    r = run("evaluate", "--checkpoint", str(trained / "dq" / "model.pt"), "--data", str(small_binary), "--out",
+            str(trained / "eval-gate"), "--no-plots", "--gate-sweep", "3:4")
+    sweep = json.loads(r.stdout)["gate_sweep"]
+    assert [s["threshold"] for s in sweep] == [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+    rates = [s["second_pass_rate"] for s in sweep]
+    assert rates == sorted(rates) and sweep[0]["mean_bitflops"] <= sweep[-1]["mean_bitflops"]
+    # a threshold that sends some but not all of this small model's (unsure) images to pass 2
+    t = min((s for s in sweep if 0 < s["second_pass_rate"] < 1), key=lambda s: abs(s["second_pass_rate"] - 0.5))
+    repo = trained / "models-gated"
+    run("export", "--checkpoint", str(trained / "dq" / "model.pt"), "--data", str(small_binary), "--out", str(repo),
+        "--name", "tiny_gated", "--gate", f"3:4:{t['threshold']}")
+    bundle = repo / "tiny_gated" / "1"
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["policy"] == {"kind": "gated", "first_bits": 3, "second_bits": 4, "threshold": t["threshold"]}
+    assert m["calibration"] == []  # pass 1 at fixed bits: the knob moves nothing
+    assert m["metrics"]["second_pass_rate"] == t["second_pass_rate"] and m["metrics"]["top1"] == t["top1"]
+    assert m["metrics"]["bitflops_mean"] == pytest.approx(t["mean_bitflops"])
+    dyn = [r for r in m["layers"] if r["kind"] == "dynamic"]
+    assert m["bitflops"]["max"] == m["bitflops"]["fixed"] + sum(r["macs"] * (5 * 5 + 4 * 4) for r in dyn)
+    ref = json.loads((bundle / "reference.json").read_text())
+    assert set(ref["second"]) == {0, 1} and len(ref["second"]) == ref["images"] == 400
+    assert set(ref["bits"]) == {"0000"} and ref["knobs"] == []  # pass 1's plans: every layer at 3 bits
+    res = _verify(bundle, small_binary)
+    assert res["bits_agree"] >= 0.999 and res["top1_agree"] >= 0.999 and res["logits_identical"] >= 0.95
+
+
+def test_gate_refusals_are_one_line(trained, small_binary):
+    for spec, says in (("9:4:0.5", "not a candidate"), ("3:4:1.5", "not in (0, 1]"), ("3:4", "FIRST:SECOND:THRESHOLD")):
+        r = subprocess.run([PY, "-m", "training", "export", "--checkpoint", str(trained / "dq" / "model.pt"), "--data",
+                            str(small_binary), "--out", str(trained / "models-refused"), "--name", "x", "--gate", spec],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+    r = subprocess.run([PY, "-m", "training", "evaluate", "--checkpoint", str(trained / "dq" / "model.pt"), "--data",
+                        str(small_binary), "--out", str(trained / "x"), "--gate-sweep", "3:4", "--arithmetic", "float"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--arithmetic int8" in r.stderr
+    assert not (trained / "models-refused").exists()
+
+
 def test_learned_clips_calibrate_train_and_export_with_parity(trained, small_binary):
     cfg = json.loads((trained / "dql" / "config.json").read_text())
     assert (cfg["model"]["act"], cfg["act_init"], cfg["distill_weight"]) == ("lsq", "calibrate", 0.5)

@@ -32,13 +32,15 @@ const ClassifyResponse = Type.Object({
   index: Type.Integer(),
   score: Type.Number(),
   top_k: Type.Array(Entry),
-  bits: Type.Record(Type.String(), Type.Integer(), { description: 'bit-width chosen per dynamic layer' }),
+  bits: Type.Record(Type.String(), Type.Integer(), { description: 'bit-width chosen per dynamic layer (pass 1\'s for a gated model)' }),
+  passes: Type.Integer({ minimum: 1, maximum: 2, description: 'body passes run: 2 when a gated model\'s second pass answered' }),
+  second_pass_bits: Type.Union([Type.Record(Type.String(), Type.Integer()), Type.Null()], { description: 'bit-width per dynamic layer of the second pass, null without one' }),
   mean_bits: Type.Number(),
   bitflops: Type.Number(),
   bitflops_reference: Type.Number(),
   savings: Type.Number(),
   batch_size: Type.Integer({ description: 'size of the batch this image ran in' }),
-  budget_lowered: Type.Boolean({ description: 'max_bitflops lowered the controller\'s choice' }),
+  budget_lowered: Type.Boolean({ description: 'max_bitflops lowered the controller\'s choice or left out a second pass' }),
   timing: Type.Object(
     { queue: Type.Number(), preprocess: Type.Number(), controller: Type.Number(), layers: Type.Number(), total: Type.Number() },
     { description: 'milliseconds' },
@@ -115,8 +117,7 @@ async function readImage(request: FastifyRequest): Promise<Buffer> {
 }
 
 function toJson(p: ModelPipeline, r: ClassifyResult): Static<typeof ClassifyResponse> {
-  const bits: Record<string, number> = {};
-  p.dynamicLayers.forEach((name, i) => (bits[name] = r.bits[i] as number));
+  const byLayer = (values: readonly number[]) => Object.fromEntries(p.dynamicLayers.map((name, i) => [name, values[i] as number]));
   return {
     model: p.name,
     version: p.version,
@@ -124,7 +125,9 @@ function toJson(p: ModelPipeline, r: ClassifyResult): Static<typeof ClassifyResp
     index: r.index,
     score: r.score,
     top_k: r.topK.map((e) => ({ index: e.index, label: e.label, score: e.score })),
-    bits,
+    bits: byLayer(r.bits),
+    passes: r.secondBits ? 2 : 1,
+    second_pass_bits: r.secondBits ? byLayer(r.secondBits) : null,
     mean_bits: r.meanBits,
     bitflops: r.bitflops,
     bitflops_reference: r.bitflopsReference,
