@@ -340,8 +340,10 @@ def main(argv=None) -> int:
                         "(or 'controller': its plan), images whose top-1 softmax probability is below THRESHOLD run "
                         "every dynamic layer again at SECOND bits; Bit-FLOPs count both passes")
     p.add_argument("--gate-sweep", metavar="FIRST:SECOND",
-                   help="also write gate_sweep to eval.json: top-1, mean Bit-FLOPs and second-pass rate of that gate "
-                        "at thresholds " + ",".join(map(str, SWEEP_THRESHOLDS)))
+                   help="also write gate_sweep to eval.json: top-1, mean Bit-FLOPs, second-pass rate and margin over the "
+                        "static line of that gate at thresholds " + ",".join(map(str, SWEEP_THRESHOLDS))
+                        + ", and held_out: the threshold chosen on half the test set, scored on the other half "
+                        "(20 random halvings)")
     p.add_argument("--static-bits", type=int,
                    help="evaluate a dynamic or multi checkpoint with every dynamic layer at these bits")
     p.add_argument("--arithmetic", default="int8", choices=["int8", "float"],

@@ -268,24 +268,57 @@ def evaluate(subject, table: List[Dict], images_u8, labels, reference_bits: int,
     return res
 
 
+HOLDOUT_SPLITS = 20  # random halvings of the test set in gate_sweep's held-out threshold choice
+HOLDOUT_GRID = tuple(round(0.05 + 0.01 * i, 2) for i in range(95))  # thresholds 0.05 .. 0.99 it chooses from
+
+
 def gate_sweep(subject, table: List[Dict], images_u8, labels, first_bits: Optional[int], second_bits: int,
-               thresholds: Sequence[float]) -> List[Dict]:
-    """Top-1, mean Bit-FLOPs and second-pass rate of the gate at each threshold. Pass 1 (`first_bits`, or the
-    controller at knob 0) and an all-`second_bits` pass run once over every image; each threshold then picks per
+               thresholds: Sequence[float]) -> Dict:
+    """The gate against the same weights' static line. `rows`: top-1, mean Bit-FLOPs, second-pass rate and margin
+    over the static line (top-1 minus the static candidates' top-1 interpolated at the same mean Bit-FLOPs) at each
+    threshold, all on the whole set. `held_out`: the honest figure: on each of HOLDOUT_SPLITS random halvings the
+    threshold with the best margin on one half is scored on the other half. Pass 1 (`first_bits`, or the
+    controller at knob 0) and every static candidate run once over every image; each threshold then picks per
     image, which is what the gated run computes (int8 arithmetic is row-independent)."""
     if not subject.dynamic:
         raise ValueError("a gated second pass needs a dynamic network (a controller's candidates)")
     for t in thresholds:
         Gate(first_bits, second_bits, t).check(subject.candidates)
     labels = labels.cpu()
-    (l1, b1, _), (l2, _, _) = subject.run(images_u8, [Variant(force_bits=first_bits), Variant(force_bits=second_bits)])
-    conf, bf1 = confidence(l1), cost.bitflops_batch(table, b1).numpy()
+    runs = subject.run(images_u8, [Variant(force_bits=first_bits)] + [Variant(force_bits=b) for b in subject.candidates])
+    (l1, b1, _), static = runs[0], runs[1:]
+    conf, bf1 = confidence(l1).numpy(), cost.bitflops_batch(table, b1).numpy()
     extra = float(second_pass_bitflops(table, second_bits))
-    rows = []
-    for t in thresholds:
-        second = conf < t
-        final = torch.where(second[:, None], l2, l1)
-        rows.append({"threshold": float(t), "top1": float((final.argmax(1) == labels).numpy().mean()),
-                     "mean_bitflops": float((bf1 + second.numpy() * extra).mean()),
-                     "second_pass_rate": float(second.numpy().mean())})
-    return rows
+    ok1 = (l1.argmax(1) == labels).numpy()
+    ok2 = (static[subject.candidates.index(second_bits)][0].argmax(1) == labels).numpy()
+    line_bf = np.array([float(cost.bitflops_batch(table, bb)[0]) for _, bb, _ in static])  # increasing in bits
+    line_ok = np.stack([(lb.argmax(1) == labels).numpy() for lb, _, _ in static])  # (candidates, N)
+
+    def score(t: float, idx: np.ndarray) -> Dict:
+        second = conf[idx] < t
+        top1 = float(np.where(second, ok2[idx], ok1[idx]).mean())
+        bf = float((bf1[idx] + second * extra).mean())
+        return {"threshold": float(t), "top1": top1, "mean_bitflops": bf, "second_pass_rate": float(second.mean()),
+                "margin_vs_static": top1 - float(np.interp(bf, line_bf, line_ok[:, idx].mean(1)))}
+
+    every = np.arange(len(labels))
+    held = []
+    for seed in range(HOLDOUT_SPLITS):
+        perm = np.random.default_rng(seed).permutation(len(labels))
+        a, b = perm[:len(perm) // 2], perm[len(perm) // 2:]
+        best = max(HOLDOUT_GRID, key=lambda t: score(t, a)["margin_vs_static"])
+        held.append(score(best, b))
+    col = lambda k: np.array([h[k] for h in held])  # noqa: E731
+    return {
+        "first_bits": first_bits, "second_bits": second_bits,
+        "static_line": [{"bits": b, "bitflops": float(f), "top1": float(o.mean())}
+                        for b, f, o in zip(subject.candidates, line_bf, line_ok)],
+        "rows": [score(t, every) for t in thresholds],
+        "held_out": {"splits": HOLDOUT_SPLITS, "rule": "threshold with the best margin_vs_static on a random half "
+                     "(grid 0.05..0.99), scored on the other half",
+                     "threshold_mean": float(col("threshold").mean()),
+                     "threshold_range": [float(col("threshold").min()), float(col("threshold").max())],
+                     "top1_mean": float(col("top1").mean()), "mean_bitflops": float(col("mean_bitflops").mean()),
+                     "margin_mean": float(col("margin_vs_static").mean()),
+                     "margin_sd": float(col("margin_vs_static").std(ddof=1))},
+    }

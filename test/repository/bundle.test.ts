@@ -19,10 +19,16 @@ describe.skipIf(!hasDynamicBundle)('bundle claims', () => {
 
   it("a gated bundle's max counts the second pass: the costliest plan, then every dynamic layer at second_bits", async () => {
     const { manifest } = await loadBundle(DYNAMIC_BUNDLE, { verifyChecksums: false });
-    const m: Manifest = { ...manifest, policy: { kind: 'gated', first_bits: 3, second_bits: 4, threshold: 0.6 } };
-    expect(() => checkBitflopsClaims(m)).toThrow(/bitflops max/);
-    const dyn4 = m.layers.filter((l) => l.kind === 'dynamic').reduce((s, l) => s + l.macs * 4 * 4, 0);
-    expect(() => checkBitflopsClaims({ ...m, bitflops: { ...m.bitflops, max: m.bitflops.max + dyn4 } })).not.toThrow();
+    const dyn5 = manifest.layers.filter((l) => l.kind === 'dynamic').reduce((s, l) => s + l.macs * 5 * 5, 0);
+    const max = manifest.bitflops.fixed + dyn5 + dyn5; // candidates {3, 4, 5}: all at 5, then pass 2 at 5
+    const gated = (second_bits: number, m: number): Manifest => ({
+      ...manifest,
+      policy: { kind: 'gated', first_bits: null, second_bits, threshold: 0.6 },
+      bitflops: { ...manifest.bitflops, max: m },
+    });
+    expect(() => checkBitflopsClaims(gated(5, max))).not.toThrow();
+    expect(() => checkBitflopsClaims(gated(4, max))).toThrow(/bitflops max/);
+    expect(() => checkBitflopsClaims({ ...gated(5, max), policy: null })).toThrow(/bitflops max/);
   });
 
   it.each(['reference', 'fixed', 'min', 'max'] as const)('a server refuses a bundle whose bitflops.%s disagrees with its layers', async (key) => {

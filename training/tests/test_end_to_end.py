@@ -159,7 +159,7 @@ def test_gated_second_pass_sweeps_exports_and_serves_with_parity(trained, small_
     """A dynamic bundle with a policy: 3-bit pass 1, a 4-bit pass 2 for the images pass 1 is unsure of."""
     r = run("evaluate", "--checkpoint", str(trained / "dq" / "model.pt"), "--data", str(small_binary), "--out",
             str(trained / "eval-gate"), "--no-plots", "--gate-sweep", "3:4")
-    sweep = json.loads(r.stdout)["gate_sweep"]
+    sweep = json.loads(r.stdout)["gate_sweep"]["rows"]
     assert [s["threshold"] for s in sweep] == [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
     rates = [s["second_pass_rate"] for s in sweep]
     assert rates == sorted(rates) and sweep[0]["mean_bitflops"] <= sweep[-1]["mean_bitflops"]

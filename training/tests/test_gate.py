@@ -136,10 +136,23 @@ def test_evaluate_counts_both_passes_and_the_sweep_agrees(net, images):
     assert np.array_equal(sk.numpy(), per["second"]) and np.array_equal(lk.numpy(), per["logits"])
     # the static candidates stay single-pass: they describe the weights
     assert [s["bitflops"] for s in ev["static_at_candidates"]] == [cost.bitflops(table, [b] * L) for b in (3, 4, 5)]
-    rows = gate_sweep(subject, table, x, labels, None, 5, [0.2, t, 1.0])
-    assert rows[1] == {"threshold": t, "top1": ev["top1"], "mean_bitflops": pytest.approx(ev["bitflops"]["mean"]),
-                       "second_pass_rate": ev["second_pass_rate"]}
+    sweep = gate_sweep(subject, table, x, labels, None, 5, [0.2, t, 1.0])
+    rows = sweep["rows"]
+    assert {k: rows[1][k] for k in ("threshold", "top1", "mean_bitflops", "second_pass_rate")} == {
+        "threshold": t, "top1": pytest.approx(ev["top1"]), "mean_bitflops": pytest.approx(ev["bitflops"]["mean"]),
+        "second_pass_rate": ev["second_pass_rate"]}
     assert rows[0]["mean_bitflops"] <= rows[1]["mean_bitflops"] <= rows[2]["mean_bitflops"]
+    # the static line is the single-pass candidates; the margin is top-1 over it at the same mean Bit-FLOPs
+    line = sweep["static_line"]
+    assert [p["bits"] for p in line] == [3, 4, 5]
+    assert [(p["bitflops"], p["top1"]) for p in line] == [(s["bitflops"], pytest.approx(s["accuracy"]))
+                                                          for s in ev["static_at_candidates"]]
+    r = rows[1]
+    at = np.interp(r["mean_bitflops"], [p["bitflops"] for p in line], [p["top1"] for p in line])
+    assert r["margin_vs_static"] == pytest.approx(r["top1"] - at)
+    held = sweep["held_out"]
+    assert held["splits"] == 20 and 0.05 <= held["threshold_range"][0] <= held["threshold_range"][1] <= 0.99
+    assert held["margin_sd"] >= 0 and line[0]["bitflops"] <= held["mean_bitflops"]
 
 
 def test_a_gate_with_fixed_first_bits_has_no_knob_sweep(net, images):
