@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { DYNAMIC_BUNDLE, hasDynamicBundle, PHOTOS_DIR, REPO_ROOT } from './helpers/paths.js';
+import { CONTROLLER_BUNDLE, DYNAMIC_BUNDLE, hasControllerBundle, hasDynamicBundle, PHOTOS_DIR, REPO_ROOT } from './helpers/paths.js';
 
 const run = (...args: string[]) => promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: REPO_ROOT });
 
@@ -43,13 +43,19 @@ describe('dqserve CLI', () => {
     expect(err.stderr).toMatch(/DQ_ERR_BUNDLE_INVALID: .*bundle format 1 is not served.*training export --from-bundle/);
   });
 
-  it.skipIf(!hasDynamicBundle)('inspect shows layers, Bit-FLOPs and the calibration table', async () => {
+  it.skipIf(!hasDynamicBundle)("inspect shows the default's policy", async () => {
     const { stdout } = await run('inspect', DYNAMIC_BUNDLE);
+    expect(stdout).toMatch(/resnet20_dq v\d+ \(dynamic\)/);
+    expect(stdout).toMatch(/policy: gated, pass 1 .*, pass 2 at \d bits/);
+  });
+
+  it.skipIf(!hasControllerBundle)('inspect shows layers, Bit-FLOPs and the calibration table', async () => {
+    const { stdout } = await run('inspect', CONTROLLER_BUNDLE);
     expect(stdout).toMatch(/resnet20_dq v\d+ \(dynamic\)/);
     expect(stdout).toMatch(/checksums verified/);
     expect(stdout).toMatch(/layer3\.2\.conv2\s+dynamic/);
     expect(stdout).toMatch(/knob\s+accuracy/);
-    const { stdout: json } = await run('inspect', DYNAMIC_BUNDLE, '--json');
+    const { stdout: json } = await run('inspect', CONTROLLER_BUNDLE, '--json');
     const s = JSON.parse(json) as { bitflops: { manifest: { reference: number }; recomputed_reference: number } };
     expect(s.bitflops.recomputed_reference).toBe(s.bitflops.manifest.reference);
   });

@@ -107,6 +107,11 @@ def reference_bits(model) -> int:
     return model.cfg.fixed_bits if model.precision.mode == "dynamic" else deployed_bits(model)[0]
 
 
+def without_controller(table: List[Dict]) -> List[Dict]:
+    """The table of a network that does not run its controller (a gate whose pass 1 has fixed bits)."""
+    return [r for r in table if r["kind"] != "controller"]
+
+
 def fixed_bitflops(table: List[Dict]) -> int:
     """Bit-FLOPs of everything that is not dynamic (a constant per image)."""
     total = 0

@@ -139,7 +139,8 @@ class NetSubject:
 
     def __init__(self, net, knob_cost: Optional[torch.Tensor]):
         self.net, self.knob_cost = net, knob_cost
-        self.dynamic = net.controller is not None
+        # several candidates: a controller's, or (without one) a gate's fixed pass-1 and pass-2 widths
+        self.dynamic = len(net.candidates) > 1
         self.candidates = list(net.candidates)
 
     def run(self, images_u8, variants: Sequence["Variant"], batch: int = 500) -> List[Run]:
@@ -165,6 +166,9 @@ class NetSubject:
                         idx = torch.full((len(x), L), self.candidates.index(force))
                     elif v.plans is not None:
                         idx = v.plans[i:i + batch]
+                    elif ctl is None:
+                        raise ValueError("this network has no controller: its bits must be fixed (force_bits, a gate's "
+                                         "first bits) or given (plans)")
                     else:
                         idx = choose(ctl, self.knob_cost, v.knob)
                     bits = cands[idx]
@@ -210,6 +214,8 @@ def evaluate(subject, table: List[Dict], images_u8, labels, reference_bits: int,
         if not subject.dynamic:
             raise ValueError("a gated second pass needs a dynamic network (a controller's candidates)")
         policy.check(subject.candidates)
+        if policy.first_bits is not None:  # nothing to choose: the controller does not run (export leaves it out)
+            table = cost.without_controller(table)
     # a gate that fixes pass 1's bits leaves the knob nothing to move: no sweep
     sweep = subject.dynamic and (policy is None or policy.first_bits is None)
     knobs = sorted(set(knobs) | {0.0}) if sweep else []
@@ -274,9 +280,10 @@ HOLDOUT_GRID = tuple(round(0.05 + 0.01 * i, 2) for i in range(95))  # thresholds
 
 def gate_sweep(subject, table: List[Dict], images_u8, labels, first_bits: Optional[int], second_bits: int,
                thresholds: Sequence[float]) -> Dict:
-    """The gate against the same weights' static line. `rows`: top-1, mean Bit-FLOPs, second-pass rate and margin
-    over the static line (top-1 minus the static candidates' top-1 interpolated at the same mean Bit-FLOPs) at each
-    threshold, all on the whole set. `held_out`: the honest figure: on each of HOLDOUT_SPLITS random halvings the
+    """The gate against the same weights' static line (every dynamic layer at one candidate, no controller: what a
+    static model costs). `rows`: top-1, mean Bit-FLOPs (the controller's only when pass 1 is its plan), second-pass
+    rate and margin over the static line (top-1 minus the line's top-1 interpolated at the same mean Bit-FLOPs) at
+    each threshold, all on the whole set. `held_out`: the honest figure: on each of HOLDOUT_SPLITS random halvings the
     threshold with the best margin on one half is scored on the other half. Pass 1 (`first_bits`, or the
     controller at knob 0) and every static candidate run once over every image; each threshold then picks per
     image, which is what the gated run computes (int8 arithmetic is row-independent)."""
@@ -287,11 +294,13 @@ def gate_sweep(subject, table: List[Dict], images_u8, labels, first_bits: Option
     labels = labels.cpu()
     runs = subject.run(images_u8, [Variant(force_bits=first_bits)] + [Variant(force_bits=b) for b in subject.candidates])
     (l1, b1, _), static = runs[0], runs[1:]
-    conf, bf1 = confidence(l1).numpy(), cost.bitflops_batch(table, b1).numpy()
+    # static models and a pass 1 at fixed bits do not run the controller: their costs leave it out
+    plain = cost.without_controller(table)
+    conf, bf1 = confidence(l1).numpy(), cost.bitflops_batch(plain if first_bits is not None else table, b1).numpy()
     extra = float(second_pass_bitflops(table, second_bits))
     ok1 = (l1.argmax(1) == labels).numpy()
     ok2 = (static[subject.candidates.index(second_bits)][0].argmax(1) == labels).numpy()
-    line_bf = np.array([float(cost.bitflops_batch(table, bb)[0]) for _, bb, _ in static])  # increasing in bits
+    line_bf = np.array([float(cost.bitflops_batch(plain, bb)[0]) for _, bb, _ in static])  # increasing in bits
     line_ok = np.stack([(lb.argmax(1) == labels).numpy() for lb, _, _ in static])  # (candidates, N)
 
     def score(t: float, idx: np.ndarray) -> Dict:

@@ -4,6 +4,7 @@ parity checks, sha256 of every file. The network comes from a checkpoint, or fro
 checkpoint may be gone: its layers are read back from its ONNX pieces)."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -40,7 +41,14 @@ class Deployable:
 
     @property
     def dynamic(self) -> bool:
-        return self.net.controller is not None
+        return len(self.net.candidates) > 1
+
+    def without_controller(self) -> "Deployable":
+        """The same network without its controller, for a gate whose pass 1 has fixed bits: nothing is chosen, so
+        the controller would only cost (docs/model-bundle.md, "Gated second pass")."""
+        return dataclasses.replace(self, net=dataclasses.replace(self.net, controller=None),
+                                   table=cost.without_controller(self.table), knob_cost=None,
+                                   bits=dict(self.bits, controller=None))
 
 
 def calibrate(net: int8.Net, train: Split) -> None:
@@ -136,7 +144,7 @@ def build_manifest(dep: Deployable, ev: Dict, test: Split, name: str, version: i
     if policy is not None:
         manifest["policy"] = policy.manifest()
         manifest["metrics"]["second_pass_rate"] = ev["second_pass_rate"]
-    if dep.dynamic:
+    if dep.net.controller is not None:
         manifest["controller"] = {"layers": dyn_names, "candidates": candidates, "cost": dep.knob_cost.tolist()}
     return manifest
 
@@ -158,6 +166,8 @@ def export_bundle(dep: Deployable, test: Split, out: Path, name: str, version: i
         if not dep.dynamic:
             raise ValueError("a gated second pass needs a dynamic network (a controller's candidates)")
         policy.check(dep.bits["candidates"])
+        if policy.first_bits is not None:
+            dep = dep.without_controller()
     out = Path(out)
     if out.exists():
         if not force:
@@ -165,7 +175,7 @@ def export_bundle(dep: Deployable, test: Split, out: Path, name: str, version: i
         shutil.rmtree(out)
     out.mkdir(parents=True)
     graph = _graph(dep, out, tuple(test.images.shape[2:]))
-    knobs = sorted(set(KNOBS) | set(REFERENCE_KNOBS)) if dep.dynamic else ()
+    knobs = sorted(set(KNOBS) | set(REFERENCE_KNOBS)) if dep.net.controller is not None else ()
     ev = evaluate(NetSubject(dep.net, dep.knob_cost), dep.table, test.images, test.labels, dep.bits["reference"],
                   knobs=knobs, policy=policy)
     per = ev["_per_image"]

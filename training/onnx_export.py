@@ -216,18 +216,21 @@ def static_graph(net: Net, size: Sequence[int]) -> onnx.ModelProto:
 
 @torch.no_grad()
 def stem_graph(net: Net, size: Sequence[int]) -> onnx.ModelProto:
-    """image -> z, sc (the last fixed block's add operands) and controller_logits."""
+    """image -> z, sc (the last fixed block's add operands) and controller_logits (unless the net has no
+    controller: a gated bundle whose pass 1 has fixed bits)."""
     g = Graph("dqserve_stem")
     r, a1, a_sc, s_r = _stem(g, net, _image_input(g, size))
     fixed = net.blocks[:net.fixed_blocks]
     ops = _fixed_blocks(g, net, fixed, r, s_r, a1, a_sc)
     last = fixed[-1]
-    _controller(g, net, ops.output(g, last.s_out), last.s_out, _sizes(net, size[0])[net.fixed_blocks])
+    outputs = {"z": (U8, ["N", None, None, None]), "sc": (U8, ["N", None, None, None])}
+    c = net.controller
+    if c is not None:
+        _controller(g, net, ops.output(g, last.s_out), last.s_out, _sizes(net, size[0])[net.fixed_blocks])
+        outputs["controller_logits"] = (F32, ["N", c.num_layers, c.num_candidates])
     g.rename(ops.z, "z")
     g.rename(ops.sc, "sc")
-    c = net.controller
-    return g.model({"z": (U8, ["N", None, None, None]), "sc": (U8, ["N", None, None, None]),
-                    "controller_logits": (F32, ["N", c.num_layers, c.num_candidates])})
+    return g.model(outputs)
 
 
 def rows_input(block: int, b1: int) -> str:

@@ -41,7 +41,10 @@ function selectModel() {
   cap.step = String(Math.max(1, Math.round((p.bitflops.max - p.bitflops.min) / 200)));
   cap.value = String(p.bitflops.max);
   $('cap-value').textContent = G(p.bitflops.max);
-  $('knob').disabled = p.kind !== 'dynamic';
+  // the knob steers a controller; a gated model whose first pass has fixed bits has none
+  $('knob').disabled = p.kind !== 'dynamic' || !p.controller;
+  $('knob-note').textContent = $('knob').disabled && p.kind === 'dynamic'
+    ? `(no controller: pass 1 runs at ${p.policy?.first_bits} bits)` : '(> 0 cheaper, < 0 costlier)';
   if (state.blob) classify();
 }
 
@@ -137,7 +140,7 @@ async function classify() {
   const seq = ++state.seq; // answers to superseded requests (a moving slider) are dropped
   const query = {};
   if ($('cap-on').checked) query.max_bitflops = $('cap').value;
-  if (state.models[state.model].kind === 'dynamic' && Number($('knob').value) !== 0) query.knob = $('knob').value;
+  if (!$('knob').disabled && Number($('knob').value) !== 0) query.knob = $('knob').value;
   const compare = $('compare').checked && state.twin && state.twin !== state.model;
   try {
     const [answer, twin] = await Promise.all([post(state.model, query), compare ? post(state.twin, {}) : null]);
@@ -201,6 +204,13 @@ function render(a, twin) {
   $('label').textContent = a.label;
   $('score').textContent = `${(a.score * 100).toFixed(1)}%`;
   topk($('topk').tBodies[0], a.top_k);
+  const gate = state.models[a.model].policy;
+  $('passes').hidden = !gate;
+  if (gate) {
+    $('passes').textContent = a.passes === 2
+      ? `two passes: pass 1 was under ${gate.threshold} confident, so the dynamic layers ran again at ${gate.second_bits} bits (both paid for)`
+      : `one pass: pass 1 was at least ${gate.threshold} confident`;
+  }
   $('twin-card').hidden = !twin;
   if (twin) {
     $('twin-title').textContent = `${twin.model} v${twin.version} (static, ${G(twin.bitflops)})`;

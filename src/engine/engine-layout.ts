@@ -9,7 +9,10 @@ import { secondPassRows, type GatePolicy } from './gate.js';
 export interface EngineLayout {
   readonly dynamicLayers: readonly string[];
   readonly candidates: readonly (readonly number[])[];
-  /** null for a static bundle. */
+  /**
+   * Layers × candidates and the knob's costs; null for a static bundle. A gated bundle whose pass 1 has fixed
+   * bits may have no controller: then the costs are zeros and `plan` needs no logits.
+   */
   readonly controller: ControllerSpec | null;
   /** For each body block: the indices (in dynamicLayers) of its conv1 and conv2 layers. Empty when static. */
   readonly blocks: readonly (readonly [number, number])[];
@@ -29,9 +32,8 @@ export function engineLayout(manifest: Manifest): EngineLayout {
   const graph = manifest.graph;
 
   if (manifest.kind === 'dynamic') {
-    const c = manifest.controller;
-    if (!c) throw new DqError('DQ_ERR_BUNDLE_INVALID', 'dynamic bundle without a controller');
     if (!('body' in graph)) throw new DqError('DQ_ERR_BUNDLE_INVALID', 'a dynamic bundle needs graph.stem and graph.body');
+    const c = manifest.controller ?? withoutController(manifest, graph.body.blocks.flat());
     if (c.cost.length !== c.layers.length || c.cost.some((row) => row.length !== c.candidates.length)) {
       throw new DqError('DQ_ERR_BUNDLE_INVALID', 'controller.cost is not [L][K]');
     }
@@ -63,8 +65,10 @@ export function engineLayout(manifest: Manifest): EngineLayout {
       sampleSize,
       policy,
       plan(logits, n, options, lowered) {
-        if (!logits) throw new DqError('DQ_ERR_ENGINE_FAILED', 'stem gave no controller_logits');
-        return chooseBits(logits, n, spec, options, lowered, policy?.firstBits ?? null);
+        if (!logits && manifest.controller) throw new DqError('DQ_ERR_ENGINE_FAILED', 'stem gave no controller_logits');
+        // without a controller every score is 0: the budget rule then lowers layers in order (docs/api.md "Budgets")
+        const scores = logits ?? new Float32Array(n * c.layers.length * c.candidates.length);
+        return chooseBits(scores, n, spec, options, lowered, policy?.firstBits ?? null);
       },
       secondPass(logits, n, options, plans, lowered) {
         return policy ? secondPassRows(logits, n, options, plans, policy, dynamicCost, lowered) : [];
@@ -94,6 +98,18 @@ export function engineLayout(manifest: Manifest): EngineLayout {
       return [];
     },
   };
+}
+
+/**
+ * A dynamic bundle without a controller: allowed only where nothing is chosen, a gate whose pass 1 runs at fixed
+ * bits (docs/model-bundle.md "Gated second pass"). Its layers are the body's, its candidates `bits.candidates`.
+ */
+function withoutController(manifest: Manifest, layers: string[]): NonNullable<Manifest['controller']> {
+  if (manifest.policy?.first_bits == null) {
+    throw new DqError('DQ_ERR_BUNDLE_INVALID', 'dynamic bundle without a controller (only a gated bundle with fixed policy.first_bits may leave it out)');
+  }
+  const candidates = manifest.bits.candidates;
+  return { layers, candidates, cost: layers.map(() => candidates.map(() => 0)) };
 }
 
 /** The manifest's policy, its bits checked against the candidates. */

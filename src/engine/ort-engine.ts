@@ -88,7 +88,7 @@ export class OrtEngine implements Engine {
       logits = floats(await this.sessions.model.run({ image }), 'logits');
     } else {
       const stem = await this.sessions.stem.run({ image });
-      plans = choose(floats(stem, 'controller_logits'), lowered);
+      plans = choose('controller_logits' in stem ? floats(stem, 'controller_logits') : null, lowered);
       t1 = performance.now();
       const z = tensor(stem, 'z'), sc = tensor(stem, 'sc');
       logits = await this.body(z, sc, plans);

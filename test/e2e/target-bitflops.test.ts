@@ -6,7 +6,7 @@ import type { RunningServer } from '../../src/server.js';
 import { loadBundle } from '../../src/repository/bundle.js';
 import { TargetController } from '../../src/pipeline/target-controller.js';
 import { cifarSample } from '../helpers/cifar.js';
-import { DYNAMIC_BUNDLE, hasDynamicBundle, MODELS_DIR } from '../helpers/paths.js';
+import { CONTROLLER_BUNDLE, CONTROLLER_VERSION, hasControllerBundle, MODELS_DIR } from '../helpers/paths.js';
 import { mapConcurrent, postImage, startTestServer } from '../helpers/server.js';
 import { scrape, value } from '../metrics/scrape.js';
 
@@ -48,13 +48,13 @@ describe('--target-bitflops (fake engine)', () => {
   });
 });
 
-describe.skipIf(!hasDynamicBundle)('--target-bitflops (real bundle, 2,000 CIFAR-10 test images)', () => {
+describe.skipIf(!hasControllerBundle)('--target-bitflops (real bundle, 2,000 CIFAR-10 test images)', () => {
   let server: RunningServer;
   let calib: Array<{ knob: number; accuracy: number; mean_bitflops: number }>;
   let target: number;
 
   beforeAll(async () => {
-    const { manifest } = await loadBundle(DYNAMIC_BUNDLE, { verifyChecksums: false });
+    const { manifest } = await loadBundle(CONTROLLER_BUNDLE, { verifyChecksums: false });
     calib = [...(manifest.calibration ?? [])].sort((a, b) => a.knob - b.knob);
     const means = calib.map((c) => c.mean_bitflops);
     // Inside the calibrated range: 40% of the way from the cheapest calibrated mean to the costliest.
@@ -66,7 +66,7 @@ describe.skipIf(!hasDynamicBundle)('--target-bitflops (real bundle, 2,000 CIFAR-
   it('lands within 5% of a target inside the calibrated range; accuracy close to the table\'s prediction', async () => {
     expect(calib.length).toBeGreaterThanOrEqual(2);
     const images = await cifarSample(200); // class by class: the mix changes every 200 images
-    const answers = await mapConcurrent(images, 16, (img) => postImage(server.url, img.bytes));
+    const answers = await mapConcurrent(images, 16, (img) => postImage(server.url, img.bytes, 'image/jpeg', `?version=${CONTROLLER_VERSION}`));
     expect(answers.every((a) => a.status === 200)).toBe(true);
     const mean = answers.reduce((s, a) => s + a.json.bitflops, 0) / answers.length;
     const accuracy = answers.filter((a, i) => a.json.label === images[i]!.label).length / answers.length;
@@ -77,7 +77,7 @@ describe.skipIf(!hasDynamicBundle)('--target-bitflops (real bundle, 2,000 CIFAR-
     const predicted = a.accuracy + ((k - a.knob) / (b.knob - a.knob || 1)) * (b.accuracy - a.accuracy);
     console.log(
       `target ${target.toExponential(4)}: mean ${mean.toExponential(4)} (${((mean / target - 1) * 100).toFixed(2)}%), ` +
-        `accuracy ${accuracy.toFixed(4)} vs calibration ${predicted.toFixed(4)} at λ=${k.toFixed(3)} (Δ ${((accuracy - predicted) * 100).toFixed(2)} points), final λ ${server.registry.get().targetState?.knob.toFixed(3)}`,
+        `accuracy ${accuracy.toFixed(4)} vs calibration ${predicted.toFixed(4)} at λ=${k.toFixed(3)} (Δ ${((accuracy - predicted) * 100).toFixed(2)} points), final λ ${server.registry.get('resnet20_dq', CONTROLLER_VERSION).targetState?.knob.toFixed(3)}`,
     );
     expect(Math.abs(mean / target - 1)).toBeLessThan(0.05);
     // 2,000 images: one standard error of an accuracy near 0.9 is ~0.7 points; allow 3 points.

@@ -70,6 +70,26 @@ describe('a policy in the engine layout', () => {
     expect(engineLayout(gated({ kind: 'gated', first_bits: null, second_bits: 4, threshold: 0.6 })).plan(ctrl, 1, [dyn])).toEqual([[5, 5, 5, 5]]);
   });
 
+  it('without a controller (pass 1 at fixed bits) plans with no logits; a budget lowers the layers in order', () => {
+    const m = fakeManifest();
+    const l = engineLayout({ ...gated({ kind: 'gated', first_bits: 4, second_bits: 5, threshold: 0.6 }), controller: null });
+    expect(l.dynamicLayers).toEqual(m.controller!.layers);
+    expect(l.plan(null, 2, [dyn, { knob: 2, precision: 3 }])).toEqual([[4, 4, 4, 4], [3, 3, 3, 3]]);
+    const dynMacs = m.layers.filter((x) => x.kind === 'dynamic').map((x) => x.macs);
+    const cap = dynMacs.reduce((s, x) => s + x * 16, 0) - 1; // one step down anywhere fits
+    const lowered = [false];
+    expect(l.plan(null, 1, [{ ...dyn, maxDynamicBitflops: cap }], lowered)).toEqual([[3, 4, 4, 4]]);
+    expect(lowered).toEqual([true]);
+  });
+
+  it('refuses a dynamic bundle without a controller unless pass 1 has fixed bits', () => {
+    for (const policy of [null, { kind: 'gated' as const, first_bits: null, second_bits: 5, threshold: 0.6 }]) {
+      expect(() => engineLayout({ ...gated(policy), controller: null })).toThrow(
+        expect.objectContaining({ code: 'DQ_ERR_BUNDLE_INVALID', detail: expect.stringMatching(/without a controller/) }),
+      );
+    }
+  });
+
   it('refuses bits that are not candidates, and a policy on a static bundle', () => {
     expect(() => engineLayout(gated({ kind: 'gated', first_bits: 3, second_bits: 8, threshold: 0.7 }))).toThrow(
       expect.objectContaining({ code: 'DQ_ERR_BUNDLE_INVALID', detail: expect.stringMatching(/second_bits 8 is not a candidate/) }),

@@ -1,7 +1,7 @@
 // The onnxruntime-node engine against the real bundle: checksums, Bit-FLOPs claims, parity with training's
 // reference.json on the whole CIFAR-10 test set (knob 0 and the reference knobs), and batch-independence of the
 // per-sample dispatch.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bitflops, referenceBitflops, uniformPlan } from '../../src/cost/bitflops.js';
@@ -14,12 +14,17 @@ import { loadBundle, verifyChecksums } from '../../src/repository/bundle.js';
 import type { Manifest } from '../../src/repository/manifest.js';
 import { parityHolds, verifyBundle, type ParityReport, type Reference } from '../../src/repository/verify.js';
 import { cifarTest } from '../helpers/cifar.js';
-import { CIFAR_TEST_TAR, DYNAMIC_BUNDLE, hasDynamicBundle } from '../helpers/paths.js';
+import { CIFAR_TEST_TAR, CONTROLLER_BUNDLE, DYNAMIC_BUNDLE, hasDynamicBundle } from '../helpers/paths.js';
 
 // The bundle is committed: a missing one must fail here rather than silently skip the tests that need it.
 it(`the default bundle ${DYNAMIC_BUNDLE} is present`, () => expect(hasDynamicBundle).toBe(true));
 
-describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resnet20_dq, newest version)', () => {
+// The default (newest) bundle, and the newest with a controller when the default has none (a gated bundle whose
+// pass 1 has fixed bits): the knob's and the controller's tests run on that one.
+const bundles = [...new Set([DYNAMIC_BUNDLE, CONTROLLER_BUNDLE])].filter((dir) => hasDynamicBundle && existsSync(join(dir, 'manifest.json')));
+
+describe.each(bundles)('OrtEngine on the shipped bundle %s', (BUNDLE) => {
+  const hasController = (JSON.parse(readFileSync(join(BUNDLE, 'manifest.json'), 'utf8')) as Manifest).controller != null;
   let engine: OrtEngine;
   let manifest: Manifest;
   let inputs: Uint8Array[];
@@ -27,11 +32,11 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resn
   const dyn: SampleOptions = { knob: 0, precision: null };
 
   beforeAll(async () => {
-    const bundle = await loadBundle(DYNAMIC_BUNDLE, { verifyChecksums: true });
+    const bundle = await loadBundle(BUNDLE, { verifyChecksums: true });
     manifest = bundle.manifest;
     engine = await OrtEngine.load(bundle.dir, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 });
     await engine.warmup();
-    ref = JSON.parse(readFileSync(join(DYNAMIC_BUNDLE, 'reference.json'), 'utf8')) as Reference;
+    ref = JSON.parse(readFileSync(join(BUNDLE, 'reference.json'), 'utf8')) as Reference;
     const images = new Map((await cifarTest()).map((i) => [i.key, i.bytes]));
     inputs = [];
     // The batching tests below use the first 132 images; the parity check reads the whole set itself.
@@ -45,7 +50,7 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resn
 
   it('refuses a file whose sha256 differs', async () => {
     const files = { ...manifest.files, 'body.onnx': '0'.repeat(64) };
-    await expect(verifyChecksums(DYNAMIC_BUNDLE, files)).rejects.toMatchObject({ code: 'DQ_ERR_BUNDLE_CHECKSUM' });
+    await expect(verifyChecksums(BUNDLE, files)).rejects.toMatchObject({ code: 'DQ_ERR_BUNDLE_CHECKSUM' });
   });
 
   it("recomputes the manifest's Bit-FLOPs claims", () => {
@@ -62,7 +67,7 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resn
   describe("parity with reference.json (training's evaluation of the same arithmetic) on the whole test set", () => {
     let report: ParityReport;
     beforeAll(async () => {
-      report = await verifyBundle(DYNAMIC_BUNDLE, dirname(CIFAR_TEST_TAR));
+      report = await verifyBundle(BUNDLE, dirname(CIFAR_TEST_TAR));
       console.log('parity:', JSON.stringify(report));
     }, 300_000);
 
@@ -70,7 +75,8 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resn
     it('same bits on >= 99.9% of images', () => expect(report.bits_agree).toBeGreaterThanOrEqual(0.999));
     it('same top-1 on >= 99.9% of images', () => expect(report.top1_agree).toBeGreaterThanOrEqual(0.999));
     it('same bits and top-1 at every reference knob, negative ones included', () => {
-      expect(report.knobs.map((k) => k.knob)).toEqual(expect.arrayContaining([-1, 0.5, 2]));
+      // without a controller the knob moves nothing, and the reference has no knobs
+      expect(report.knobs.map((k) => k.knob)).toEqual(hasController ? expect.arrayContaining([-1, 0.5, 2]) : []);
       for (const k of report.knobs) expect(Math.min(k.bits_agree, k.top1_agree)).toBeGreaterThanOrEqual(0.999);
     });
     // The stated tolerance (docs/model-bundle.md): the integer layers are emulated exactly by training; only the
@@ -87,9 +93,10 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resn
     const chunk = inputs.slice(0, 48);
     const batch = new Uint8Array(chunk.length * engine.sampleSize);
     chunk.forEach((x, i) => batch.set(x, i * engine.sampleSize));
-    // Every third image with a strong cost knob, so the batch mixes bit plans even if the controller gave
-    // most images the same plan.
-    const opts = chunk.map((_, i): SampleOptions => (i % 3 === 2 ? { knob: 50, precision: null } : dyn));
+    // Every third image with a strong cost knob (or, without a controller, a forced precision), so the batch mixes
+    // bit plans even if the controller gave most images the same plan.
+    const mixer: SampleOptions = hasController ? { knob: 50, precision: null } : { knob: 0, precision: 5 };
+    const opts = chunk.map((_, i): SampleOptions => (i % 3 === 2 ? mixer : dyn));
     const together = await engine.infer(batch, chunk.length, opts);
     const groups = new Set(together.samples.map((s) => s.bits.join('')));
     expect(groups.size).toBeGreaterThan(1); // the batch really mixes bit-widths
@@ -114,17 +121,19 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resn
 
   // The policy's arithmetic is the body graph's own: pass 2 on a subset of rows must equal those rows run at the
   // second bits in any batch, and pass 1 must equal the ungated run.
-  describe('a gated second pass on the same weights (a policy set on this manifest)', () => {
+  describe.skipIf(!hasController)('a gated second pass on the same weights (a policy set on this manifest)', () => {
     const batchOf = (xs: readonly Uint8Array[]) => {
       const b = new Uint8Array(xs.length * engine.sampleSize);
       xs.forEach((x, i) => b.set(x, i * engine.sampleSize));
       return b;
     };
     const at = (precision: number | null) => inputs.map((): SampleOptions => ({ knob: 0, precision }));
-    const gatedEngine = (policy: NonNullable<Manifest['policy']>) => OrtEngine.load(DYNAMIC_BUNDLE, { ...manifest, policy }, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+    const gatedEngine = (policy: NonNullable<Manifest['policy']>, over: Partial<Manifest> = {}) =>
+      OrtEngine.load(BUNDLE, { ...manifest, policy, ...over }, { intraOpNumThreads: 1, interOpNumThreads: 1 });
 
+    // pass 1 at fixed bits chooses nothing: the layout needs no controller (the stem's logits go unread)
     it('answers from pass 1 (all 3 bits) where it is confident and from pass 2 (all 4 bits) elsewhere', async () => {
-      const gated = await gatedEngine({ kind: 'gated', first_bits: 3, second_bits: 4, threshold: 0.7 });
+      const gated = await gatedEngine({ kind: 'gated', first_bits: 3, second_bits: 4, threshold: 0.7 }, { controller: null });
       try {
         const out = await gated.infer(batchOf(inputs), inputs.length, at(null));
         const [p3, p4] = [await engine.infer(batchOf(inputs), inputs.length, at(3)), await engine.infer(batchOf(inputs), inputs.length, at(4))];
@@ -160,7 +169,7 @@ describe.skipIf(!hasDynamicBundle)('OrtEngine on the default bundle (models/resn
   });
 
   it('the worker-thread engine gives the same results as the in-thread one', async () => {
-    const worker = await WorkerEngine.load(DYNAMIC_BUNDLE, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 }, 2);
+    const worker = await WorkerEngine.load(BUNDLE, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 }, 2);
     try {
       const chunk = inputs.slice(100, 132);
       const batch = () => {

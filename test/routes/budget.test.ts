@@ -106,7 +106,8 @@ describe.each(TEST_ENGINES)('per-request Bit-FLOPs cap (%s engine)', (_engine, o
     expect(value(s, 'dqserve_budget_events_total', { ...model, event: 'below_minimum' })).toBe(3);
     expect(value(s, 'dqserve_budget_events_total', { ...model, event: 'lowered' })).toBeGreaterThan(0);
     const stats = (await (await fetch(`${url}/v2/models/${name}/stats`)).json()) as any;
-    expect(stats.model_stats[0].dqserve.budget_below_minimum).toBe(3);
-    expect(stats.model_stats[0].dqserve.budget_lowered).toBe(value(s, 'dqserve_budget_events_total', { ...model, event: 'lowered' }));
+    const mine = stats.model_stats.find((m: { version: string }) => m.version === version); // the served version's
+    expect(mine.dqserve.budget_below_minimum).toBe(3);
+    expect(mine.dqserve.budget_lowered).toBe(value(s, 'dqserve_budget_events_total', { ...model, event: 'lowered' }));
   });
 });

@@ -172,6 +172,8 @@ def test_gated_second_pass_sweeps_exports_and_serves_with_parity(trained, small_
     m = json.loads((bundle / "manifest.json").read_text())
     assert m["policy"] == {"kind": "gated", "first_bits": 3, "second_bits": 4, "threshold": t["threshold"]}
     assert m["calibration"] == []  # pass 1 at fixed bits: the knob moves nothing
+    # ... and the controller would only cost: the bundle leaves it out (stem graph, layers, Bit-FLOPs)
+    assert m["controller"] is None and all(r["kind"] != "controller" for r in m["layers"])
     assert m["metrics"]["second_pass_rate"] == t["second_pass_rate"] and m["metrics"]["top1"] == t["top1"]
     assert m["metrics"]["bitflops_mean"] == pytest.approx(t["mean_bitflops"])
     dyn = [r for r in m["layers"] if r["kind"] == "dynamic"]

@@ -4,6 +4,7 @@ randomly initialised ResNet-8 with random BN statistics in the int8 arithmetic."
 import math
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -145,8 +146,11 @@ def test_evaluate_counts_both_passes_and_the_sweep_agrees(net, images):
     # the static line is the single-pass candidates; the margin is top-1 over it at the same mean Bit-FLOPs
     line = sweep["static_line"]
     assert [p["bits"] for p in line] == [3, 4, 5]
-    assert [(p["bitflops"], p["top1"]) for p in line] == [(s["bitflops"], pytest.approx(s["accuracy"]))
-                                                          for s in ev["static_at_candidates"]]
+    # a static model runs no controller: the line leaves its cost out
+    plain = cost.without_controller(table)
+    assert len(plain) < len(table)
+    assert [(p["bitflops"], p["top1"]) for p in line] == [(cost.bitflops(plain, [s["bits"]] * L),
+                                                           pytest.approx(s["accuracy"])) for s in ev["static_at_candidates"]]
     r = rows[1]
     at = np.interp(r["mean_bitflops"], [p["bitflops"] for p in line], [p["top1"] for p in line])
     assert r["margin_vs_static"] == pytest.approx(r["top1"] - at)
@@ -190,6 +194,18 @@ def test_export_writes_the_policy_and_the_second_pass_flags(net, cifar_test, tmp
     (l1, b1, _), = subject.run(test.images, [Variant()])
     assert ref["bits"] == ["".join(str([3, 4, 5].index(int(b))) for b in row) for row in b1]
     assert ref["top1"] == ev["_per_image"]["logits"].argmax(1).tolist() != l1.argmax(1).tolist()
+    # pass 1 at fixed bits chooses nothing: the bundle leaves the controller out, graph, layers and costs
+    ev3 = export_bundle(dep, test, tmp_path / "fixed", "g", 1, policy=Gate(3, 5, t))
+    m3 = json.loads((tmp_path / "fixed" / "manifest.json").read_text())
+    plain = cost.without_controller(table)
+    assert m3["controller"] is None and m3["bits"]["controller"] is None and m3["calibration"] == []
+    assert [r["name"] for r in m3["layers"]] == [r["name"] for r in plain]
+    assert [o.name for o in onnx.load(tmp_path / "fixed" / "stem.onnx").graph.output] == ["z", "sc"]
+    assert m3["bitflops"]["fixed"] == cost.fixed_bitflops(plain) < m["bitflops"]["fixed"]
+    extra = cost.bitflops(plain, [5] * L) - cost.fixed_bitflops(plain)
+    assert ev3["_per_image"]["bitflops"].tolist() == (cost.bitflops(plain, [3] * L)
+                                                     + ev3["_per_image"]["second"] * extra).tolist()
+    assert m3["bitflops"]["max"] == cost.bitflops(plain, [5] * L) + extra
     export_bundle(dep, test, tmp_path / "plain", "g", 1)
     m = json.loads((tmp_path / "plain" / "manifest.json").read_text())
     ref = json.loads((tmp_path / "plain" / "reference.json").read_text())

@@ -180,6 +180,9 @@ function metadata(p: ModelPipeline, ctx: RouteContext): Static<typeof ModelMetad
       bitflops: m.bitflops,
       bitflops_full_precision: fullPrecisionBitflops(m.layers),
       calibration: m.calibration ?? [],
+      // whether the knob can move anything (a gated bundle with fixed first bits has no controller), and its gate
+      controller: m.controller != null,
+      policy: m.policy ?? null,
       metrics: m.metrics ?? {},
       max_batch_size: ctx.config.maxBatchSize,
     },
