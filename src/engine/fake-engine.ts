@@ -59,7 +59,8 @@ export class FakeEngine implements Engine {
       for (let i = 0; i < L * K; i++) ctrl[n * L * K + i] = Math.cos((i + 1) * s);
     }
     const lowered = new Array<boolean>(batchSize).fill(false);
-    const plans = this.layout.plan(this.layout.controller ? ctrl : null, batchSize, options, lowered);
+    // as the real stem: controller logits only where the manifest has a controller
+    const plans = this.layout.plan(this.manifest.controller ? ctrl : null, batchSize, options, lowered);
     const second = new Set(this.layout.secondPass(concat(logits), batchSize, options, plans, lowered));
     const secondBits = this.dynamicLayers.map(() => this.layout.policy?.secondBits as number);
     return {

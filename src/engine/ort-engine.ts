@@ -61,6 +61,13 @@ export class OrtEngine implements Engine {
     };
     const g = manifest.graph;
     const sessions: Sessions = 'model' in g ? { model: await open(g.model.file) } : { stem: await open(g.stem.file), body: await open(g.body.file) };
+    // The stem has controller logits exactly when the manifest has a controller: a mismatch would fail (or be
+    // misread) on every request, so it fails the load instead.
+    if ('stem' in sessions && sessions.stem.outputNames.includes('controller_logits') !== (manifest.controller != null)) {
+      throw new DqError('DQ_ERR_BUNDLE_INVALID', manifest.controller
+        ? 'the stem graph has no controller_logits output, but the manifest has a controller'
+        : 'the stem graph outputs controller_logits, but the manifest has no controller');
+    }
     return new OrtEngine(manifest, layout, sessions);
   }
 

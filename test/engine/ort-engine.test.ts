@@ -19,6 +19,21 @@ import { CIFAR_TEST_TAR, CONTROLLER_BUNDLE, DYNAMIC_BUNDLE, hasDynamicBundle } f
 // The bundle is committed: a missing one must fail here rather than silently skip the tests that need it.
 it(`the default bundle ${DYNAMIC_BUNDLE} is present`, () => expect(hasDynamicBundle).toBe(true));
 
+// A stem graph with controller logits goes with a manifest that has a controller, and only with one.
+describe.skipIf(!hasDynamicBundle || DYNAMIC_BUNDLE === CONTROLLER_BUNDLE)('a stem graph and a manifest that disagree on the controller', () => {
+  const opts = { intraOpNumThreads: 1, interOpNumThreads: 1 };
+  it('are refused at load, both ways', async () => {
+    const [withCtl, without] = await Promise.all([CONTROLLER_BUNDLE, DYNAMIC_BUNDLE].map(async (d) => (await loadBundle(d, { verifyChecksums: false })).manifest));
+    expect(without.controller ?? null).toBeNull();
+    await expect(OrtEngine.load(CONTROLLER_BUNDLE, { ...withCtl!, controller: null, policy: without!.policy }, opts)).rejects.toMatchObject({
+      code: 'DQ_ERR_BUNDLE_INVALID', detail: expect.stringMatching(/outputs controller_logits/),
+    });
+    await expect(OrtEngine.load(DYNAMIC_BUNDLE, { ...without!, controller: withCtl!.controller }, opts)).rejects.toMatchObject({
+      code: 'DQ_ERR_BUNDLE_INVALID', detail: expect.stringMatching(/no controller_logits output/),
+    });
+  });
+});
+
 // The default (newest) bundle, and the newest with a controller when the default has none (a gated bundle whose
 // pass 1 has fixed bits): the knob's and the controller's tests run on that one.
 const bundles = [...new Set([DYNAMIC_BUNDLE, CONTROLLER_BUNDLE])].filter((dir) => hasDynamicBundle && existsSync(join(dir, 'manifest.json')));
@@ -131,9 +146,8 @@ describe.each(bundles)('OrtEngine on the shipped bundle %s', (BUNDLE) => {
     const gatedEngine = (policy: NonNullable<Manifest['policy']>, over: Partial<Manifest> = {}) =>
       OrtEngine.load(BUNDLE, { ...manifest, policy, ...over }, { intraOpNumThreads: 1, interOpNumThreads: 1 });
 
-    // pass 1 at fixed bits chooses nothing: the layout needs no controller (the stem's logits go unread)
     it('answers from pass 1 (all 3 bits) where it is confident and from pass 2 (all 4 bits) elsewhere', async () => {
-      const gated = await gatedEngine({ kind: 'gated', first_bits: 3, second_bits: 4, threshold: 0.7 }, { controller: null });
+      const gated = await gatedEngine({ kind: 'gated', first_bits: 3, second_bits: 4, threshold: 0.7 });
       try {
         const out = await gated.infer(batchOf(inputs), inputs.length, at(null));
         const [p3, p4] = [await engine.infer(batchOf(inputs), inputs.length, at(3)), await engine.infer(batchOf(inputs), inputs.length, at(4))];
