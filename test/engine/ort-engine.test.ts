@@ -23,12 +23,13 @@ it(`the default bundle ${DYNAMIC_BUNDLE} is present`, () => expect(hasDynamicBun
 describe.skipIf(!hasDynamicBundle || DYNAMIC_BUNDLE === CONTROLLER_BUNDLE)('a stem graph and a manifest that disagree on the controller', () => {
   const opts = { intraOpNumThreads: 1, interOpNumThreads: 1 };
   it('are refused at load, both ways', async () => {
-    const [withCtl, without] = await Promise.all([CONTROLLER_BUNDLE, DYNAMIC_BUNDLE].map(async (d) => (await loadBundle(d, { verifyChecksums: false })).manifest));
+    const manifestOf = async (d: string) => (await loadBundle(d, { verifyChecksums: false })).manifest;
+    const [withCtl, without] = [await manifestOf(CONTROLLER_BUNDLE), await manifestOf(DYNAMIC_BUNDLE)];
     expect(without.controller ?? null).toBeNull();
-    await expect(OrtEngine.load(CONTROLLER_BUNDLE, { ...withCtl!, controller: null, policy: without!.policy }, opts)).rejects.toMatchObject({
+    await expect(OrtEngine.load(CONTROLLER_BUNDLE, { ...withCtl, controller: null, policy: without.policy }, opts)).rejects.toMatchObject({
       code: 'DQ_ERR_BUNDLE_INVALID', detail: expect.stringMatching(/outputs controller_logits/),
     });
-    await expect(OrtEngine.load(DYNAMIC_BUNDLE, { ...without!, controller: withCtl!.controller }, opts)).rejects.toMatchObject({
+    await expect(OrtEngine.load(DYNAMIC_BUNDLE, { ...without, controller: withCtl.controller }, opts)).rejects.toMatchObject({
       code: 'DQ_ERR_BUNDLE_INVALID', detail: expect.stringMatching(/no controller_logits output/),
     });
   });
