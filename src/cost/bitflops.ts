@@ -40,6 +40,13 @@ export function referenceBitflops(layers: readonly CostLayer[], referenceBits: n
   return bitflops(layers, uniformPlan(layers, referenceBits));
 }
 
+/** The dynamic layers alone, each at `b`: what a gated second pass at `b` adds to a request (docs/bitflops.md). */
+export function secondPassBitflops(layers: readonly CostLayer[], b: number): number {
+  let total = 0;
+  for (const layer of layers) if (layer.kind === 'dynamic') total += layer.macs * b * b;
+  return total;
+}
+
 /** Every layer at full precision (32 × 32): what the network costs unquantized. */
 export function fullPrecisionBitflops(layers: readonly CostLayer[]): number {
   let total = 0;
@@ -73,7 +80,10 @@ export interface CostModel {
   readonly dynamicLayers: readonly string[];
   readonly fixed: number;
   readonly reference: number;
-  bitflops(bits: readonly number[]): number;
+  /** The dynamic layers alone at `bits`. */
+  dynamic(bits: readonly number[]): number;
+  /** One request: the fixed part once, the dynamic layers once per pass (`second` = a gated pass 2's bits). */
+  bitflops(bits: readonly number[], second?: readonly number[] | null): number;
 }
 
 export function costModel(layers: readonly CostLayer[], dynamicOrder: readonly string[], referenceBits: number): CostModel {
@@ -90,13 +100,14 @@ export function costModel(layers: readonly CostLayer[], dynamicOrder: readonly s
     const b = layerBits(layer, {});
     fixed += layer.macs * b * b;
   }
-  const of = (bits: readonly number[]): number => {
-    let total = fixed;
+  const dynamic = (bits: readonly number[]): number => {
+    let total = 0;
     for (let i = 0; i < macs.length; i++) {
       const b = bits[i] ?? 0;
       total += (macs[i] ?? 0) * b * b;
     }
     return total;
   };
-  return { dynamicLayers: [...dynamicOrder], fixed, reference: of(dynamicOrder.map(() => referenceBits)), bitflops: of };
+  const of = (bits: readonly number[], second?: readonly number[] | null): number => fixed + dynamic(bits) + (second ? dynamic(second) : 0);
+  return { dynamicLayers: [...dynamicOrder], fixed, reference: of(dynamicOrder.map(() => referenceBits)), dynamic, bitflops: of };
 }

@@ -1,10 +1,11 @@
 // What every engine derives from a manifest: which layers are dynamic, in which order, with which candidates,
 // and (dynamic bundles) which pair of dynamic layers each block of the body graph dispatches.
+import { costModel } from '../cost/bitflops.js';
 import { DqError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import { chooseBits, staticBits, type ControllerSpec } from './bit-plan.js';
 import type { SampleOptions } from './engine.js';
-import { secondPassRows, type GatePolicy } from './gate.js';
+import { secondPassRows, type GateCost, type GatePolicy } from './gate.js';
 
 export interface EngineLayout {
   readonly dynamicLayers: readonly string[];
@@ -55,8 +56,8 @@ export function engineLayout(manifest: Manifest): EngineLayout {
       bitflops: c.layers.map((name) => c.candidates.map((b) => (macs.get(name) ?? 0) * b * b)),
     };
     const policy = gatePolicy(manifest, c.candidates);
-    const layerMacs = c.layers.map((name) => macs.get(name) ?? 0);
-    const dynamicCost = (plan: readonly number[]) => plan.reduce((s, b, l) => s + (layerMacs[l] as number) * b * b, 0);
+    const cost = costModel(manifest.layers, c.layers, manifest.bits.reference);
+    const gateCost: GateCost = { dynamic: cost.dynamic, second: policy ? cost.dynamic(c.layers.map(() => policy.secondBits)) : 0 };
     return {
       dynamicLayers: c.layers,
       candidates: c.layers.map(() => c.candidates),
@@ -71,7 +72,7 @@ export function engineLayout(manifest: Manifest): EngineLayout {
         return chooseBits(scores, n, spec, options, lowered, policy?.firstBits ?? null);
       },
       secondPass(logits, n, options, plans, lowered) {
-        return policy ? secondPassRows(logits, n, options, plans, policy, dynamicCost, lowered) : [];
+        return policy ? secondPassRows(logits, n, options, plans, policy, gateCost, lowered) : [];
       },
     };
   }

@@ -21,10 +21,16 @@ export function confidence(logits: Float32Array): number {
   return 1 / sum;
 }
 
+/** Dynamic-layer Bit-FLOPs: of a plan, and of pass 2 (every dynamic layer at `secondBits`). */
+export interface GateCost {
+  dynamic(plan: readonly number[]): number;
+  readonly second: number;
+}
+
 /**
  * Rows that run pass 2: no forced precision, confidence under the threshold, and room for a second pass in the
- * sample's dynamic-layer cap (its pass-1 plan plus `secondCost` must fit). A pass 2 skipped for the cap sets
- * `lowered[n]`. `logits` holds pass 1's [N, C]; `dynamicCost(plan)` is a plan's dynamic-layer Bit-FLOPs.
+ * sample's dynamic-layer cap (its pass-1 plan plus pass 2 must fit). A pass 2 skipped for the cap sets
+ * `lowered[n]`. `logits` holds pass 1's [N, C].
  */
 export function secondPassRows(
   logits: Float32Array,
@@ -32,18 +38,17 @@ export function secondPassRows(
   options: readonly SampleOptions[],
   plans: readonly (readonly number[])[],
   policy: GatePolicy,
-  dynamicCost: (plan: readonly number[]) => number,
+  cost: GateCost,
   lowered?: boolean[],
 ): number[] {
   const classes = logits.length / batchSize;
-  const secondCost = dynamicCost(plans[0]?.map(() => policy.secondBits) ?? []);
   const rows: number[] = [];
   for (let n = 0; n < batchSize; n++) {
     const opt = options[n];
     if (opt?.precision !== null && opt?.precision !== undefined) continue;
     if (confidence(logits.subarray(n * classes, (n + 1) * classes)) >= policy.threshold) continue;
     const cap = opt?.maxDynamicBitflops;
-    if (cap !== undefined && cap !== null && dynamicCost(plans[n] as readonly number[]) + secondCost > cap) {
+    if (cap !== undefined && cap !== null && cost.dynamic(plans[n] as readonly number[]) + cost.second > cap) {
       if (lowered) lowered[n] = true;
       continue;
     }

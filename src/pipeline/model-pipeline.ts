@@ -211,8 +211,7 @@ export class ModelPipeline {
     const end = performance.now();
     return batched.map((b) => {
       const second = b.sample.secondBits ?? null;
-      // Both passes are paid for: the fixed part once, the dynamic layers once per pass (docs/bitflops.md).
-      const bf = this.cost.bitflops(b.sample.bits) + (second ? this.cost.bitflops(second) - this.cost.fixed : 0);
+      const bf = this.cost.bitflops(b.sample.bits, second);
       if (controlled) this.target?.observe(bf, knob);
       const ranked = rank(b.sample.logits, this.manifest.classes, options.topK);
       const best = ranked[0] as ClassEntry;

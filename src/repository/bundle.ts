@@ -4,7 +4,7 @@ import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { Value } from '@sinclair/typebox/value';
-import { bitflops, referenceBitflops, uniformPlan } from '../cost/bitflops.js';
+import { bitflops, referenceBitflops, secondPassBitflops, uniformPlan } from '../cost/bitflops.js';
 import { DqError } from '../errors.js';
 import { FORMAT_VERSION, graphFiles, ManifestSchema, type Manifest } from './manifest.js';
 
@@ -73,7 +73,7 @@ export function checkBitflopsClaims(m: Manifest): void {
   const c = m.bits.candidates;
   const fixed = bitflops(m.layers.filter((l) => l.kind !== 'dynamic'), {});
   // a gated bundle's costliest image pays the costliest plan and then the dynamic layers again at second_bits
-  const second = m.policy ? bitflops(m.layers, uniformPlan(m.layers, m.policy.second_bits)) - fixed : 0;
+  const second = m.policy ? secondPassBitflops(m.layers, m.policy.second_bits) : 0;
   const computed = {
     fixed,
     reference: referenceBitflops(m.layers, m.bits.reference),

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { bitflops, costModel, meanBits, referenceBitflops, savings, type CostLayer } from '../../src/cost/bitflops.js';
+import { bitflops, costModel, meanBits, referenceBitflops, savings, secondPassBitflops, type CostLayer } from '../../src/cost/bitflops.js';
 import { FIXTURES } from '../helpers/paths.js';
 
 const layers: CostLayer[] = [
@@ -35,6 +35,10 @@ describe('bitflops', () => {
     const m = costModel(layers, ['d2', 'd1'], 4);
     expect(m.reference).toBe(referenceBitflops(layers, 4));
     expect(m.bitflops([5, 3])).toBe(bitflops(layers, { d1: 3, d2: 5 }));
+    // a gated request pays the fixed part once and the dynamic layers once per pass
+    expect(m.bitflops([5, 3], [4, 4])).toBe(bitflops(layers, { d1: 3, d2: 5 }) + secondPassBitflops(layers, 4));
+    expect(m.dynamic([4, 4])).toBe(secondPassBitflops(layers, 4));
+    expect(secondPassBitflops(layers, 4)).toBe(referenceBitflops(layers, 4) - m.fixed);
     expect(() => costModel(layers, ['d1'], 4)).toThrow(RangeError);
   });
 });

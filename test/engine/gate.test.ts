@@ -27,7 +27,8 @@ describe('secondPassRows', () => {
   // rows: confident (≈0.88), unconfident (0.5), unconfident (0.5)
   const logits = new Float32Array([2, 0, 0, 0, 0, 0]);
   const plans = [[3, 3], [3, 3], [3, 3]];
-  const cost = (plan: readonly number[]) => plan.reduce((s, b) => s + 100 * b * b, 0); // 2 layers of 100 MACs
+  const dynamic = (plan: readonly number[]) => plan.reduce((s, b) => s + 100 * b * b, 0); // 2 layers of 100 MACs
+  const cost = { dynamic, second: dynamic([4, 4]) };
 
   it('picks the rows under the threshold, strictly', () => {
     expect(secondPassRows(logits, 3, [dyn, dyn, dyn], plans, policy, cost)).toEqual([1, 2]);
