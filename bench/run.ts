@@ -16,7 +16,8 @@ import autocannon from 'autocannon';
 import Fastify from 'fastify';
 import ort from 'onnxruntime-node';
 import sharp from 'sharp';
-import { OrtEngine } from '../src/engine/ort-engine.js';
+import { GraphEngine } from '../src/engine/graph-engine.js';
+import { openOrt } from '../src/engine/ort-session.js';
 import { preprocess } from '../src/preprocess/preprocess.js';
 import { findBundles, loadBundle } from '../src/repository/bundle.js';
 import type { Manifest } from '../src/repository/manifest.js';
@@ -117,7 +118,7 @@ async function baselineAccuracy(spec: Manifest['input'], classes: readonly strin
 async function engines(images: Buffer[], dq: string, twin: string): Promise<void> {
   const load = async (dir: string) => {
     const { manifest } = await loadBundle(dir, { verifyChecksums: false });
-    const e = await OrtEngine.load(dir, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+    const e = await GraphEngine.load(dir, manifest, openOrt({ intraOpNumThreads: 1, interOpNumThreads: 1 }));
     await e.warmup();
     return e;
   };

@@ -1,20 +1,21 @@
-// Worker-thread host for one OrtEngine. onnxruntime-node's session.run() is synchronous on the calling
+// Worker-thread host for one GraphEngine on onnxruntime. onnxruntime-node's session.run() is synchronous on the calling
 // thread (its backend only defers it with setImmediate), so running it on the main thread would stall
 // HTTP and sharp for a whole batch. Messages: load, warmup, infer, close (see worker-engine.ts).
 import { parentPort } from 'node:worker_threads';
 import type { Manifest } from '../repository/manifest.js';
 import type { SampleOptions } from './engine.js';
-import { OrtEngine, type OrtEngineOptions } from './ort-engine.js';
+import { GraphEngine } from './graph-engine.js';
+import { openOrt, type OrtOptions } from './ort-session.js';
 
 export type WorkerRequest =
-  | { id: number; type: 'load'; dir: string; manifest: Manifest; options: OrtEngineOptions }
+  | { id: number; type: 'load'; dir: string; manifest: Manifest; options: OrtOptions }
   | { id: number; type: 'warmup' }
   | { id: number; type: 'infer'; input: Uint8Array; batchSize: number; options: SampleOptions[] }
   | { id: number; type: 'close' };
 
 export type WorkerReply = { id: number; ok: true; value?: unknown } | { id: number; ok: false; error: { message: string; code?: string } };
 
-let engine: OrtEngine | undefined;
+let engine: GraphEngine | undefined;
 const port = parentPort;
 if (!port) throw new Error('ort-worker must run in a worker thread');
 
@@ -31,7 +32,7 @@ port.on('message', (msg: WorkerRequest) => {
 async function handle(msg: WorkerRequest): Promise<[unknown, ArrayBuffer[]]> {
   switch (msg.type) {
     case 'load':
-      engine = await OrtEngine.load(msg.dir, msg.manifest, msg.options);
+      engine = await GraphEngine.load(msg.dir, msg.manifest, openOrt(msg.options));
       return [undefined, []];
     case 'warmup':
       await need().warmup();
@@ -47,7 +48,7 @@ async function handle(msg: WorkerRequest): Promise<[unknown, ArrayBuffer[]]> {
   }
 }
 
-function need(): OrtEngine {
+function need(): GraphEngine {
   if (!engine) throw new Error('engine not loaded');
   return engine;
 }

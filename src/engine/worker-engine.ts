@@ -1,4 +1,4 @@
-// The production Engine: OrtEngine instances in worker threads (one per instance, Triton's instance_group
+// The production CPU Engine: GraphEngines on onnxruntime in worker threads (one per instance, Triton's instance_group
 // count), so inference never blocks the event loop and several batches can use several cores.
 // Each infer() goes to an idle worker (or the least busy one); inputs are transferred, not copied.
 import { createRequire } from 'node:module';
@@ -8,7 +8,7 @@ import { DqError, ERRORS, type ErrorCode } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { BatchOutput, Engine, SampleOptions } from './engine.js';
 import { engineLayout } from './engine-layout.js';
-import type { OrtEngineOptions } from './ort-engine.js';
+import type { OrtOptions } from './ort-session.js';
 import type { WorkerReply, WorkerRequest } from './ort-worker.js';
 
 type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
@@ -91,7 +91,7 @@ export class WorkerEngine implements Engine {
   private constructor(
     manifest: Manifest,
     private readonly dir: string,
-    private readonly options: OrtEngineOptions,
+    private readonly options: OrtOptions,
     private readonly events: WorkerEngineEvents,
   ) {
     const layout = engineLayout(manifest);
@@ -101,7 +101,7 @@ export class WorkerEngine implements Engine {
     this.sampleSize = layout.sampleSize;
   }
 
-  static async load(dir: string, manifest: Manifest, options: OrtEngineOptions, instances: number, events: WorkerEngineEvents = {}): Promise<WorkerEngine> {
+  static async load(dir: string, manifest: Manifest, options: OrtOptions, instances: number, events: WorkerEngineEvents = {}): Promise<WorkerEngine> {
     const engine = new WorkerEngine(manifest, dir, options, events); // validates the layout before starting threads
     const started = await Promise.allSettled(Array.from({ length: instances }, () => engine.spawn()));
     const loaded = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));

@@ -5,7 +5,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SampleResult } from '../engine/engine.js';
-import { OrtEngine } from '../engine/ort-engine.js';
+import { GraphEngine } from '../engine/graph-engine.js';
+import { openOrt } from '../engine/ort-session.js';
 import { fitToInput, preprocess } from '../preprocess/preprocess.js';
 import { loadBundle } from './bundle.js';
 import { readTestSet } from './test-set.js';
@@ -47,7 +48,7 @@ export async function verifyBundle(dir: string, dataDir: string, batch = 64): Pr
   const { manifest } = await loadBundle(dir, { verifyChecksums: true });
   const ref = JSON.parse(await readFile(join(dir, 'reference.json'), 'utf8')) as Reference;
   const byKey = new Map((await readTestSet(dataDir)).map((i) => [i.key, i]));
-  const engine = await OrtEngine.load(dir, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const engine = await GraphEngine.load(dir, manifest, openOrt({ intraOpNumThreads: 1, interOpNumThreads: 1 }));
   const cands = manifest.bits.candidates;
   const decode = (s: string) => [...s].map((c) => cands[Number(c)]).join();
   // pass-1 bits, and whether pass 2 ran: what the engine chose for one image

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bitflops, referenceBitflops, uniformPlan } from '../../src/cost/bitflops.js';
 import type { SampleOptions } from '../../src/engine/engine.js';
 import { confidence } from '../../src/engine/gate.js';
-import { OrtEngine } from '../../src/engine/ort-engine.js';
+import { GraphEngine } from '../../src/engine/graph-engine.js';
+import { openOrt } from '../../src/engine/ort-session.js';
 import { WorkerEngine } from '../../src/engine/worker-engine.js';
 import { preprocess } from '../../src/preprocess/preprocess.js';
 import { loadBundle, verifyChecksums } from '../../src/repository/bundle.js';
@@ -21,15 +22,15 @@ it(`the default bundle ${DYNAMIC_BUNDLE} is present`, () => expect(hasDynamicBun
 
 // A stem graph with controller logits goes with a manifest that has a controller, and only with one.
 describe.skipIf(!hasDynamicBundle || DYNAMIC_BUNDLE === CONTROLLER_BUNDLE)('a stem graph and a manifest that disagree on the controller', () => {
-  const opts = { intraOpNumThreads: 1, interOpNumThreads: 1 };
+  const opts = openOrt({ intraOpNumThreads: 1, interOpNumThreads: 1 });
   it('are refused at load, both ways', async () => {
     const manifestOf = async (d: string) => (await loadBundle(d, { verifyChecksums: false })).manifest;
     const [withCtl, without] = [await manifestOf(CONTROLLER_BUNDLE), await manifestOf(DYNAMIC_BUNDLE)];
     expect(without.controller ?? null).toBeNull();
-    await expect(OrtEngine.load(CONTROLLER_BUNDLE, { ...withCtl, controller: null, policy: without.policy }, opts)).rejects.toMatchObject({
+    await expect(GraphEngine.load(CONTROLLER_BUNDLE, { ...withCtl, controller: null, policy: without.policy }, opts)).rejects.toMatchObject({
       code: 'DQ_ERR_BUNDLE_INVALID', detail: expect.stringMatching(/outputs controller_logits/),
     });
-    await expect(OrtEngine.load(DYNAMIC_BUNDLE, { ...without, controller: withCtl.controller }, opts)).rejects.toMatchObject({
+    await expect(GraphEngine.load(DYNAMIC_BUNDLE, { ...without, controller: withCtl.controller }, opts)).rejects.toMatchObject({
       code: 'DQ_ERR_BUNDLE_INVALID', detail: expect.stringMatching(/no controller_logits output/),
     });
   });
@@ -39,9 +40,9 @@ describe.skipIf(!hasDynamicBundle || DYNAMIC_BUNDLE === CONTROLLER_BUNDLE)('a st
 // pass 1 has fixed bits): the knob's and the controller's tests run on that one.
 const bundles = [...new Set([DYNAMIC_BUNDLE, CONTROLLER_BUNDLE])].filter((dir) => hasDynamicBundle && existsSync(join(dir, 'manifest.json')));
 
-describe.each(bundles)('OrtEngine on the shipped bundle %s', (BUNDLE) => {
+describe.each(bundles)('GraphEngine on onnxruntime on the shipped bundle %s', (BUNDLE) => {
   const hasController = (JSON.parse(readFileSync(join(BUNDLE, 'manifest.json'), 'utf8')) as Manifest).controller != null;
-  let engine: OrtEngine;
+  let engine: GraphEngine;
   let manifest: Manifest;
   let inputs: Uint8Array[];
   let ref: Reference;
@@ -50,7 +51,7 @@ describe.each(bundles)('OrtEngine on the shipped bundle %s', (BUNDLE) => {
   beforeAll(async () => {
     const bundle = await loadBundle(BUNDLE, { verifyChecksums: true });
     manifest = bundle.manifest;
-    engine = await OrtEngine.load(bundle.dir, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+    engine = await GraphEngine.load(bundle.dir, manifest, openOrt({ intraOpNumThreads: 1, interOpNumThreads: 1 }));
     await engine.warmup();
     ref = JSON.parse(readFileSync(join(BUNDLE, 'reference.json'), 'utf8')) as Reference;
     const images = new Map((await cifarTest()).map((i) => [i.key, i.bytes]));
@@ -145,7 +146,7 @@ describe.each(bundles)('OrtEngine on the shipped bundle %s', (BUNDLE) => {
     };
     const at = (precision: number | null) => inputs.map((): SampleOptions => ({ knob: 0, precision }));
     const gatedEngine = (policy: NonNullable<Manifest['policy']>, over: Partial<Manifest> = {}) =>
-      OrtEngine.load(BUNDLE, { ...manifest, policy, ...over }, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+      GraphEngine.load(BUNDLE, { ...manifest, policy, ...over }, openOrt({ intraOpNumThreads: 1, interOpNumThreads: 1 }));
 
     it('answers from pass 1 (all 3 bits) where it is confident and from pass 2 (all 4 bits) elsewhere', async () => {
       const gated = await gatedEngine({ kind: 'gated', first_bits: 3, second_bits: 4, threshold: 0.7 });

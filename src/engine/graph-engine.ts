@@ -1,28 +1,22 @@
-// The onnxruntime-node Engine for bundle format 2 (docs/model-bundle.md): int8 graphs on uint8 NHWC images.
-// A static bundle is one session. A dynamic one is two: the stem (fixed layers + controller) runs, the bit plan
+// The Engine for bundle format 2 (docs/model-bundle.md): int8 graphs on uint8 NHWC images, run by a graph
+// runtime (onnxruntime-node on the CPU, ort-session.ts; the graph interpreter, graph/). A static bundle is one session. A dynamic one is two: the stem (fixed layers + controller) runs, the bit plan
 // is chosen from its controller logits (bit-plan.ts), and the body runs every dynamic layer of every sample at
 // the plan's bits, fed the plan as index tensors (dispatch.ts): two session runs per batch, whatever the plan.
 // A gated bundle (gate.ts) runs the body once more on the unconfident rows' stem outputs, at its second bits.
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import ort from 'onnxruntime-node';
 import { DqError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import { bodyIndices } from './dispatch.js';
 import type { BatchOutput, Engine, SampleOptions, SampleResult } from './engine.js';
 import { engineLayout, type EngineLayout } from './engine-layout.js';
-
-type Session = ort.InferenceSession;
-
-export interface OrtEngineOptions {
-  readonly intraOpNumThreads: number;
-  readonly interOpNumThreads: number;
-}
+import type { GraphSession as Session, OpenGraph } from './graph-session.js';
+import type { HostTensor } from './graph/onnx.js';
 
 /** One graph (static), or stem + body (dynamic). */
 type Sessions = { readonly model: Session } | { readonly stem: Session; readonly body: Session };
 
-export class OrtEngine implements Engine {
+export class GraphEngine implements Engine {
   readonly manifest: Manifest;
   readonly dynamicLayers: readonly string[];
   readonly candidates: readonly (readonly number[])[];
@@ -41,24 +35,9 @@ export class OrtEngine implements Engine {
     this.sessions = sessions;
   }
 
-  static async load(dir: string, manifest: Manifest, options: OrtEngineOptions): Promise<OrtEngine> {
+  static async load(dir: string, manifest: Manifest, openGraph: OpenGraph): Promise<GraphEngine> {
     const layout = engineLayout(manifest);
-    const sessionOptions: ort.InferenceSession.SessionOptions = {
-      executionProviders: ['cpu'],
-      graphOptimizationLevel: 'all',
-      executionMode: 'sequential',
-      intraOpNumThreads: options.intraOpNumThreads,
-      interOpNumThreads: options.interOpNumThreads,
-      // Spinning threads would compete with sharp and HTTP for the same cores between batches.
-      extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
-    };
-    const open = async (file: string): Promise<Session> => {
-      try {
-        return await ort.InferenceSession.create(join(dir, file), sessionOptions);
-      } catch (err) {
-        throw new DqError('DQ_ERR_BUNDLE_INVALID', `cannot load ${file}: ${(err as Error).message}`, { cause: err });
-      }
-    };
+    const open = (file: string) => openGraph(join(dir, file), file);
     const g = manifest.graph;
     const sessions: Sessions = 'model' in g ? { model: await open(g.model.file) } : { stem: await open(g.stem.file), body: await open(g.body.file) };
     // The stem has controller logits exactly when the manifest has a controller: a mismatch would fail (or be
@@ -68,7 +47,7 @@ export class OrtEngine implements Engine {
         ? 'the stem graph has no controller_logits output, but the manifest has a controller'
         : 'the stem graph outputs controller_logits, but the manifest has no controller');
     }
-    return new OrtEngine(manifest, layout, sessions);
+    return new GraphEngine(manifest, layout, sessions);
   }
 
   infer(input: Uint8Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
@@ -84,7 +63,7 @@ export class OrtEngine implements Engine {
     choose: (controllerLogits: Float32Array | null, lowered: boolean[]) => number[][],
     secondRows?: (logits: Float32Array, plans: readonly number[][], lowered: boolean[]) => number[]): Promise<BatchOutput> {
     const [h, w] = this.manifest.input.size;
-    const image = new ort.Tensor('uint8', input, [batchSize, h, w, 3]);
+    const image: HostTensor = { type: 'uint8', data: input, dims: [batchSize, h, w, 3] };
     const lowered = new Array<boolean>(batchSize).fill(false);
     const t0 = performance.now();
     let logits: Float32Array, plans: number[][], t1: number;
@@ -123,11 +102,11 @@ export class OrtEngine implements Engine {
   }
 
   /** The body graph on stem outputs `z`, `sc` with bits `plans` per row; a copy of its logits. */
-  private async body(z: ort.Tensor, sc: ort.Tensor, plans: readonly (readonly number[])[]): Promise<Float32Array> {
+  private async body(z: HostTensor, sc: HostTensor, plans: readonly (readonly number[])[]): Promise<Float32Array> {
     const sessions = this.sessions as { readonly body: Session };
-    const feeds: Record<string, ort.Tensor> = { z, sc };
+    const feeds: Record<string, HostTensor> = { z, sc };
     for (const [name, t] of bodyIndices(plans, this.layout.blocks, this.layout.candidates[0] as number[])) {
-      feeds[name] = new ort.Tensor('int64', t.data, t.dims);
+      feeds[name] = { type: 'int64', data: t.data, dims: t.dims };
     }
     return floats(await sessions.body.run(feeds), 'logits').slice();
   }
@@ -148,21 +127,21 @@ export class OrtEngine implements Engine {
 }
 
 /** Rows `rows` of a tensor whose first axis is the batch. */
-function rowsOf(t: ort.Tensor, rows: readonly number[], batchSize: number): ort.Tensor {
-  const data = t.data as Uint8Array | Float32Array;
+function rowsOf(t: HostTensor, rows: readonly number[], batchSize: number): HostTensor {
+  const data = t.data as Uint8Array;
   const size = data.length / batchSize;
-  const out = new (data.constructor as Uint8ArrayConstructor | Float32ArrayConstructor)(rows.length * size);
+  const out = new (data.constructor as Uint8ArrayConstructor)(rows.length * size);
   rows.forEach((r, i) => out.set(data.subarray(r * size, (r + 1) * size), i * size));
-  return new ort.Tensor(t.type as 'uint8', out as Uint8Array, [rows.length, ...t.dims.slice(1)]);
+  return { type: t.type, data: out, dims: [rows.length, ...t.dims.slice(1)] };
 }
 
-function tensor(out: ort.InferenceSession.ReturnType, name: string): ort.Tensor {
+function tensor(out: Record<string, HostTensor>, name: string): HostTensor {
   const t = out[name];
   if (!t) throw new DqError('DQ_ERR_ENGINE_FAILED', `the graph gave no ${name}`);
   return t;
 }
 
-function floats(out: ort.InferenceSession.ReturnType, name: string): Float32Array {
+function floats(out: Record<string, HostTensor>, name: string): Float32Array {
   const t = tensor(out, name);
   if (t.type !== 'float32') throw new DqError('DQ_ERR_ENGINE_FAILED', `${name} is ${t.type}, expected float32`);
   return t.data as Float32Array;
