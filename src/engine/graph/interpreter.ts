@@ -17,6 +17,8 @@ export interface Backend<T> {
   /** Runs one node; `inputs` in the node's order, null where an optional input is omitted. */
   run(node: OnnxNode, inputs: readonly (T | null)[]): T[];
   release(t: T): void;
+  /** Frees what the backend keeps for the session besides the constants. */
+  dispose?(): void;
 }
 
 export const opKey = (node: Pick<OnnxNode, 'domain' | 'opType'>): string => (node.domain && node.domain !== 'ai.onnx' ? `${node.domain}.${node.opType}` : node.opType);
@@ -79,5 +81,6 @@ export class Interpreter<T> implements GraphSession {
   async release(): Promise<void> {
     for (const t of this.constants.values()) this.backend.release(t);
     this.constants.clear();
+    this.backend.dispose?.();
   }
 }

@@ -1,6 +1,6 @@
-// The graph interpreter with its reference backend: the operators on hand-made tensors, the graph checks, and the
-// whole engine against onnxruntime on real CIFAR-10 images for every shipped bundle (the oracle the GPU kernels
-// are held to must itself equal the CPU engine).
+// The graph interpreter: the reference backend's operators on hand-made tensors, the graph checks, and the whole
+// engine on both backends that run here (the TypeScript reference, and native/dq's operators built for the host:
+// the CUDA kernels' own per-element code) against onnxruntime on real CIFAR-10 images for every shipped bundle.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +8,8 @@ import type { SampleOptions } from '../../../src/engine/engine.js';
 import { GraphEngine } from '../../../src/engine/graph-engine.js';
 import { hostBackend, rne } from '../../../src/engine/graph/host-backend.js';
 import { Interpreter } from '../../../src/engine/graph/interpreter.js';
+import { nativeBackend } from '../../../src/engine/graph/native-backend.js';
+import { loadNative } from '../../../src/engine/graph/native-lib.js';
 import type { HostTensor, OnnxGraph, OnnxNode } from '../../../src/engine/graph/onnx.js';
 import { openInterpreted } from '../../../src/engine/graph/open-interpreted.js';
 import { openOrt } from '../../../src/engine/ort-session.js';
@@ -86,8 +88,10 @@ describe('the interpreter', () => {
 // Every shipped bundle: the static twin, the default and the one with a controller.
 const STATIC_BUNDLE = join(MODELS_DIR, 'resnet20_w4', '5');
 const bundles = [...new Set([STATIC_BUNDLE, DYNAMIC_BUNDLE, CONTROLLER_BUNDLE])].filter((d) => existsSync(join(d, 'manifest.json')));
+const backends = { reference: openInterpreted(hostBackend), 'native (host build)': openInterpreted(() => nativeBackend(loadNative('host'))) };
+const cases = bundles.flatMap((dir) => Object.keys(backends).map((b) => [b, dir] as [keyof typeof backends, string]));
 
-describe.each(bundles)('the interpreted engine equals onnxruntime on %s', (dir) => {
+describe.each(cases)('the interpreter on the %s backend equals onnxruntime on %s', (backend, dir) => {
   let ort: GraphEngine, interpreted: GraphEngine;
   let batch: Uint8Array;
   let options: SampleOptions[];
@@ -95,7 +99,7 @@ describe.each(bundles)('the interpreted engine equals onnxruntime on %s', (dir) 
   beforeAll(async () => {
     const { manifest } = await loadBundle(dir, { verifyChecksums: true });
     ort = await GraphEngine.load(dir, manifest, openOrt({ intraOpNumThreads: 1, interOpNumThreads: 1 }));
-    interpreted = await GraphEngine.load(dir, manifest, openInterpreted(hostBackend));
+    interpreted = await GraphEngine.load(dir, manifest, backends[backend]);
     const images = await cifarSample(3);
     batch = new Uint8Array(images.length * ort.sampleSize);
     for (const [i, img] of images.entries()) batch.set(await preprocess(img.bytes, manifest.input, { maxInputPixels: 1e6 }), i * ort.sampleSize);

@@ -1,0 +1,246 @@
+// The interpreter's backend on the native operators (native-lib.ts): tensors live in the library's memory (the
+// GPU's, for libdq-cuda.so) from the uploaded pixels to the logits; only shapes, scalars and the index feeds
+// (which the host made) are read on the host. Reshapes and batch-axis splits are views of their input's buffer.
+import { opKey, type Backend } from './interpreter.js';
+import type { Address, NativeLib } from './native-lib.js';
+import type { DataType, HostTensor, OnnxNode, TypedData } from './onnx.js';
+import {
+  around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmShape, geometryArray, need, poolGeometry, reducePlan,
+  reshapeDims, size, splitSizes, transposeShape, withAxis,
+} from './shapes.js';
+
+const BYTES: Readonly<Record<DataType, number>> = { float32: 4, float64: 8, uint8: 1, int8: 1, int32: 4, int64: 8 };
+const CODE: Readonly<Record<DataType, number>> = { float32: 0, float64: 1, uint8: 2, int8: 3, int32: 4, int64: 5 };
+const BINARY: Readonly<Record<string, number>> = { Add: 0, Sub: 1, Mul: 2, Div: 3, Min: 4, Max: 5 };
+const UNARY: Readonly<Record<string, number>> = { Relu: 0, Round: 1, Clip: 2 };
+
+/** A buffer in the library's memory, shared by the views of it; freed when the last is released. */
+interface DeviceBuffer { readonly ptr: Address; refs: number }
+
+export interface DeviceTensor {
+  readonly type: DataType;
+  readonly dims: readonly number[];
+  /** null for an empty tensor (no sample chose this group). */
+  readonly buf: DeviceBuffer | null;
+  /** Bytes from the buffer's start. */
+  readonly offset: number;
+  /** The same values on the host, where the host made them (initializers, feeds). */
+  readonly host?: HostTensor;
+}
+
+const i64 = (xs: readonly number[]): BigInt64Array => BigInt64Array.from(xs, (v) => BigInt(v));
+
+function emptyOf(type: DataType, n: number): TypedData {
+  switch (type) {
+    case 'float32': return new Float32Array(n);
+    case 'float64': return new Float64Array(n);
+    case 'uint8': return new Uint8Array(n);
+    case 'int8': return new Int8Array(n);
+    case 'int32': return new Int32Array(n);
+    case 'int64': return new BigInt64Array(n);
+  }
+}
+
+export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
+  const addr = (t: DeviceTensor | null | undefined): Address => (t?.buf ? t.buf.ptr + t.offset : 0);
+  const make = (type: DataType, dims: readonly number[]): DeviceTensor => {
+    const bytes = size(dims) * BYTES[type];
+    return { type, dims, buf: bytes > 0 ? { ptr: lib.alloc(bytes), refs: 1 } : null, offset: 0 };
+  };
+  const view = (t: DeviceTensor, dims: readonly number[], offset = t.offset): DeviceTensor => {
+    if (t.buf) t.buf.refs++;
+    return { type: t.type, dims, buf: t.buf, offset, ...(t.host && offset === t.offset ? { host: { ...t.host, dims } } : {}) };
+  };
+  const upload = (t: HostTensor): DeviceTensor => {
+    const d = make(t.type, t.dims);
+    if (d.buf) lib.upload(d.buf.ptr, t.data);
+    return { ...d, host: t };
+  };
+  const hostOf = (node: OnnxNode, t: DeviceTensor, what: string): HostTensor => {
+    if (!t.host) fail(node, `its ${what} must be known on the host (an initializer or a feed)`);
+    return t.host;
+  };
+  const numbers = (node: OnnxNode, t: DeviceTensor, what: string): number[] => Array.from(hostOf(node, t, what).data as ArrayLike<number | bigint>, Number);
+  const scalar = (node: OnnxNode, t: DeviceTensor | null | undefined, what: string, fallback = 0): number => (t ? (numbers(node, t, what)[0] ?? fallback) : fallback);
+  // per-node constants derived on the host once (QLinearConv's per-channel multipliers and zero points)
+  const derived = new Map<OnnxNode, DeviceTensor[]>();
+  const once = (node: OnnxNode, build: () => HostTensor[]): DeviceTensor[] => {
+    let d = derived.get(node);
+    if (!d) derived.set(node, (d = build().map(upload)));
+    return d;
+  };
+  const whenAny = (t: DeviceTensor, run: () => void): DeviceTensor => {
+    if (t.buf) run();
+    return t;
+  };
+
+  type Op = (n: OnnxNode, i: readonly (DeviceTensor | null)[]) => DeviceTensor[];
+  const binary: Op = (n, i) => {
+    const a = need(n, i, 0), b = need(n, i, 1);
+    if (a.type !== b.type) fail(n, `mixes ${a.type} and ${b.type}`);
+    const { dims, sa, sb } = broadcastShape(a.dims, b.dims);
+    const y = make(a.type, dims);
+    return [whenAny(y, () => lib.binary(BINARY[n.opType] as number, CODE[a.type], addr(a), addr(b), addr(y), i64(dims), i64(sa), i64(sb)))];
+  };
+  const unary: Op = (n, i) => {
+    const x = need(n, i, 0);
+    if (x.type !== 'float32') fail(n, `on ${x.type}`);
+    const lo = scalar(n, i[1], 'min', -Infinity), hi = scalar(n, i[2], 'max', Infinity);
+    const y = make('float32', x.dims);
+    return [whenAny(y, () => lib.unary(UNARY[n.opType] as number, addr(x), addr(y), size(x.dims), lo, hi))];
+  };
+
+  const OPS: Readonly<Record<string, Op>> = {
+    Add: binary, Sub: binary, Mul: binary, Div: binary, Min: binary, Max: binary,
+    Relu: unary, Round: unary, Clip: unary,
+    Cast: (n, i) => {
+      const x = need(n, i, 0), to = castTarget(n);
+      const y = make(to, x.dims);
+      return [whenAny(y, () => lib.cast(CODE[x.type], addr(x), CODE[to], addr(y), size(x.dims)))];
+    },
+    Transpose: (n, i) => {
+      const x = need(n, i, 0);
+      const { dims, strides } = transposeShape(n, x.dims);
+      const y = make(x.type, dims);
+      return [whenAny(y, () => lib.transpose(BYTES[x.type], addr(x), addr(y), i64(dims), i64(strides)))];
+    },
+    Reshape: (n, i) => {
+      const x = need(n, i, 0);
+      return [view(x, reshapeDims(n, x.dims, numbers(n, need(n, i, 1), 'shape')))];
+    },
+    Flatten: (n, i) => {
+      const x = need(n, i, 0);
+      return [view(x, flattenDims(n, x.dims))];
+    },
+    Gather: (n, i) => {
+      const x = need(n, i, 0), idx = need(n, i, 1);
+      const axis = attr(n, 'axis', 0);
+      const [outer, len, inner] = around(x.dims, axis);
+      const rows = numbers(n, idx, 'indices');
+      const bad = rows.find((r) => r < 0 || r >= len);
+      // the kernel trusts its indices: they are checked here (negative ones are not used by bundles)
+      if (bad !== undefined) fail(n, `index ${bad} outside 0..${len - 1}`);
+      if (idx.type !== 'int64') fail(n, `indices of type ${idx.type}`);
+      const y = make(x.type, withAxis(x.dims, axis, rows.length));
+      return [whenAny(y, () => lib.gather(BYTES[x.type], addr(x), addr(idx), addr(y), outer, len, rows.length, inner))];
+    },
+    Split: (n, i) => {
+      const x = need(n, i, 0);
+      const axis = attr(n, 'axis', 0);
+      const [outer, len, inner] = around(x.dims, axis);
+      const e = BYTES[x.type];
+      let at = 0;
+      return splitSizes(n, x.dims, i[1] ? numbers(n, i[1], 'split') : null).map((p) => {
+        const dims = withAxis(x.dims, axis, p);
+        const from = at;
+        at += p;
+        // along the outermost axis a part is a contiguous run of its input: a view, no copy
+        if (outer === 1) return p > 0 ? view(x, dims, x.offset + from * inner * e) : make(x.type, dims);
+        const y = make(x.type, dims);
+        return whenAny(y, () => lib.copy2d(addr(y), p * inner * e, addr(x) + from * inner * e, len * inner * e, p * inner * e, outer));
+      });
+    },
+    Concat: (n, i) => {
+      const xs = i.map((_, k) => need(n, i, k));
+      const first = xs[0] as DeviceTensor;
+      const axis = attr(n, 'axis', 0);
+      const total = xs.reduce((s, x) => s + (around(x.dims, axis)[1]), 0);
+      const [outer, , inner] = around(first.dims, axis);
+      const e = BYTES[first.type];
+      const y = make(first.type, withAxis(first.dims, axis, total));
+      let at = 0;
+      for (const x of xs) {
+        const len = around(x.dims, axis)[1];
+        if (x.buf && len > 0) lib.copy2d(addr(y) + at * inner * e, total * inner * e, addr(x), len * inner * e, len * inner * e, outer);
+        at += len;
+      }
+      return [y];
+    },
+    ReduceSum: (n, i) => {
+      const x = need(n, i, 0);
+      if (x.type !== 'float32' && x.type !== 'float64') fail(n, `on ${x.type}`);
+      const plan = reducePlan(n, x.dims, i[1] ? numbers(n, i[1], 'axes') : null);
+      const pad = (xs: number[]) => [...xs, ...new Array<number>(6 - xs.length).fill(0)];
+      const packed = i64([plan.kept.length, plan.reduced.length, ...pad(plan.kept.map((k) => k.dim)), ...pad(plan.kept.map((k) => k.stride)),
+        ...pad(plan.reduced.map((k) => k.dim)), ...pad(plan.reduced.map((k) => k.stride))]);
+      const y = make(x.type, plan.dims);
+      return [whenAny(y, () => lib.reduceSum(CODE[x.type], addr(x), addr(y), packed))];
+    },
+    AveragePool: (n, i) => {
+      const x = need(n, i, 0);
+      const g = poolGeometry(n, x.dims);
+      const y = make('float32', [g.N, g.C, g.oh, g.ow]);
+      return [whenAny(y, () => lib.avgpool(addr(x), addr(y), g.N * g.C, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.oh, g.ow))];
+    },
+    Gemm: (n, i) => {
+      const a = need(n, i, 0), b = need(n, i, 1), c = i[2];
+      const { M, N, K, ta, tb, alpha, beta } = gemmShape(n, a.dims, b.dims);
+      const y = make(a.type, [M, N]);
+      const cMode = !c ? 0 : size(c.dims) === N ? 1 : 2;
+      return [whenAny(y, () => lib.gemm(CODE[a.type], addr(a), addr(b), addr(c), addr(y), M, N, K, ta ? 1 : 0, tb ? 1 : 0, alpha, beta, cMode))];
+    },
+    Conv: (n, i) => {
+      const x = need(n, i, 0), w = need(n, i, 1);
+      const g = convGeometry(n, x.dims, w.dims);
+      const y = make('float32', [g.N, g.M, g.OH, g.OW]);
+      return [whenAny(y, () => lib.conv2d(addr(x), addr(w), addr(i[2]), addr(y), geometryArray(g)))];
+    },
+    QuantizeLinear: (n, i) => {
+      const x = need(n, i, 0);
+      if (size(need(n, i, 1).dims) !== 1) fail(n, 'per-axis quantization is not used by bundles');
+      const y = make('uint8', x.dims);
+      return [whenAny(y, () => lib.quantize(addr(x), addr(y), size(x.dims), scalar(n, i[1], 'scale'), scalar(n, i[2], 'zero point')))];
+    },
+    'com.microsoft.QLinearAdd': (n, i) => {
+      const a = need(n, i, 0), b = need(n, i, 3);
+      const [sa, za, sb, zb, sc, zc] = [1, 2, 4, 5, 6, 7].map((k) => scalar(n, i[k], 'scale or zero point'));
+      // as the reference backend (host-backend.ts): MLAS's float32 ratios and fixed term
+      const ra = Math.fround((sa as number) / (sc as number)), rb = Math.fround((sb as number) / (sc as number));
+      const fixed = Math.fround(-(ra * (za as number) + rb * (zb as number)));
+      const { dims, sa: stA, sb: stB } = broadcastShape(a.dims, b.dims);
+      const y = make('uint8', dims);
+      return [whenAny(y, () => lib.qlinearAdd(addr(a), addr(b), addr(y), i64(dims), i64(stA), i64(stB), ra, rb, fixed, zc as number))];
+    },
+    'com.microsoft.QLinearConv': (n, i) => {
+      const x = need(n, i, 0), w = need(n, i, 3);
+      if (attr(n, 'channels_last', 0) !== 1) fail(n, 'only channels_last QLinearConv is used by bundles');
+      const [N, H, W, C] = x.dims as [number, number, number, number];
+      const g = convGeometry(n, [N, C, H, W], w.dims);
+      const [mult, wz] = once(n, () => {
+        const xs = scalar(n, i[1], 'scale'), ys = scalar(n, i[6], 'scale');
+        const ws = numbers(n, need(n, i, 4), 'weight scales'), wzs = numbers(n, need(n, i, 5), 'weight zero points');
+        const per = (xs2: number[], m: number) => xs2[xs2.length === 1 ? 0 : m] as number;
+        // MLAS: the output scale per channel in float32, X_scale · W_scale / Y_scale
+        const m = Float32Array.from({ length: g.M }, (_, k) => Math.fround(Math.fround(xs * per(ws, k)) / ys));
+        return [{ type: 'float32', data: m, dims: [g.M] }, { type: 'int8', data: Int8Array.from({ length: g.M }, (_, k) => per(wzs, k)), dims: [g.M] }];
+      }) as [DeviceTensor, DeviceTensor];
+      const y = make('uint8', [g.N, g.OH, g.OW, g.M]);
+      return [whenAny(y, () => lib.qlinearConv(addr(x), scalar(n, i[2], 'zero point'), addr(w), addr(wz), addr(mult), addr(i[8]),
+        scalar(n, i[7], 'zero point'), addr(y), geometryArray(g)))];
+    },
+  };
+
+  const release = (t: DeviceTensor): void => {
+    if (t.buf && --t.buf.refs === 0) lib.free(t.buf.ptr);
+  };
+  return {
+    ops: new Set(Object.keys(OPS)),
+    constant: upload,
+    input: upload,
+    output(t) {
+      const data = emptyOf(t.type, size(t.dims));
+      if (t.buf) lib.download(data, addr(t));
+      return { type: t.type, data, dims: t.dims };
+    },
+    run(node, inputs) {
+      const op = OPS[opKey(node)];
+      if (!op) fail(node, 'not an operator of this backend');
+      return op(node, inputs);
+    },
+    release,
+    dispose() {
+      for (const ts of derived.values()) ts.forEach(release);
+      derived.clear();
+    },
+  };
+}

@@ -1,0 +1,46 @@
+// The native operators' C ABI through koffi (native/dq, host build): memory round trips, errors as one clear line,
+// and the CUDA build refusing a machine without a GPU in one line that names CUDA.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadNative, nativeDir } from '../../../src/engine/graph/native-lib.js';
+
+describe('the host build of native/dq', () => {
+  const lib = loadNative('host');
+
+  it('names what runs it, and round-trips bytes through its memory', () => {
+    expect(lib.device).toBe('host (reference build)');
+    const src = Float32Array.from([1.5, -2, 3.25, 0]);
+    const p = lib.alloc(src.byteLength);
+    lib.upload(p, src);
+    const back = new Float32Array(4);
+    lib.download(back, p);
+    expect(Array.from(back)).toEqual([1.5, -2, 3.25, 0]);
+    lib.free(p);
+  });
+
+  it('copies strided rows (Concat and Split along an inner axis)', () => {
+    const p = lib.alloc(6), q = lib.alloc(4);
+    lib.upload(p, Uint8Array.from([1, 2, 3, 4, 5, 6]));
+    lib.copy2d(q, 2, p + 1, 3, 2, 2); // rows of 3, take bytes 1..2 of each
+    const out = new Uint8Array(4);
+    lib.download(out, q);
+    expect(Array.from(out)).toEqual([2, 3, 5, 6]);
+    [p, q].forEach((a) => lib.free(a));
+  });
+
+  it('answers an unsupported request with an error naming the operator, not a crash', () => {
+    const p = lib.alloc(8);
+    expect(() => lib.transpose(3, p, p, BigInt64Array.from([1n]), BigInt64Array.from([1n]))).toThrow('Transpose: transpose of 3-byte elements');
+    expect(() => lib.binary(0, 2, p, p, p, BigInt64Array.from([1n]), BigInt64Array.from([0n]), BigInt64Array.from([0n]))).toThrow(/uint8 arithmetic other than Min and Max/);
+    expect(() => lib.cast(0, p, 2, p, 1)).toThrow('Cast: cast to type 2');
+    lib.free(p);
+  });
+});
+
+// Built only where nvcc is (`npm run build:cuda`); on a machine without an NVIDIA driver it must refuse at once.
+describe.skipIf(!existsSync(join(nativeDir(), 'libdq-cuda.so')) || existsSync('/dev/nvidiactl'))('the CUDA build on a machine without a GPU', () => {
+  it('is refused in one line that names CUDA', () => {
+    expect(() => loadNative('cuda')).toThrow(expect.objectContaining({ code: 'DQ_ERR_CONFIG_INVALID', message: expect.stringMatching(/^[^\n]*CUDA is not usable here[^\n]*--device cuda needs an NVIDIA GPU/) }));
+  });
+});
