@@ -2,7 +2,7 @@
 // dqserve: serve | classify <files…> | inspect <bundle>. Flags mirror the DQSERVE_* settings in config.ts.
 import { constants } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig, settingEntries, envName, flagName, type Config, type ConfigKey } from './config.js';
 import { isDqError } from './errors.js';
 import { SERVER_VERSION } from './version.js';
@@ -98,12 +98,20 @@ program
   .description("check a bundle against training's evaluation (reference.json): same bits and top-1 on >= 99.9% of images at every reference knob, identical logits on >= 95%")
   .argument('<bundle>', 'bundle folder (models/<name>/<version>)')
   .option('--data <dir>', 'data set folder holding the test split (test.tar.gz, test/ or test_batch.bin)', '../shared/data/cifar10')
-  .action(async (dir: string, opts: { data: string }) => {
-    const { verifyBundle, parityHolds } = await import('./repository/verify.js');
-    const report = await verifyBundle(dir, opts.data);
+  .addOption(new Option('--device <device>', 'what runs the bundle: cpu (onnxruntime-node) or cuda (the native CUDA operators)').choices(['cpu', 'cuda']).default('cpu'))
+  .addOption(new Option('--cuda-device <index>', 'which GPU --device cuda uses').argParser(deviceIndex).default(0))
+  .action(async (dir: string, opts: { data: string; device: 'cpu' | 'cuda'; cudaDevice: number }) => {
+    const { verifyBundle, parityHolds, ONNXRUNTIME } = await import('./repository/verify.js');
+    const runtime = opts.device === 'cuda' ? ({ kind: 'native', library: 'cuda', device: opts.cudaDevice } as const) : ONNXRUNTIME;
+    const report = await verifyBundle(dir, opts.data, runtime);
     console.log(JSON.stringify(report));
     if (!parityHolds(report)) process.exitCode = 1;
   });
+
+function deviceIndex(value: string): number {
+  if (!/^[0-9]{1,2}$/.test(value)) throw new InvalidArgumentError('a CUDA device index: 0, 1, …');
+  return Number(value);
+}
 
 async function readableFile(path: string): Promise<boolean> {
   try {

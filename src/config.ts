@@ -17,6 +17,11 @@ export const ConfigSchema = Type.Object({
   modelRepository: Type.String({ default: 'models', minLength: 1, description: 'folder of <model>/<version>/ bundles' }),
   model: Type.Optional(Type.String({ minLength: 1, description: 'serve only this model (default: every model found; the first by name is the default)' })),
   engine: Type.Union([Type.Literal('ort'), Type.Literal('fake')], { default: 'ort', description: 'ort = onnxruntime-node; fake = a deterministic stand-in with made-up answers, for tests: only with NODE_ENV=test' }),
+  device: Type.Union([Type.Literal('cpu'), Type.Literal('cuda')], {
+    default: 'cpu',
+    description: 'cpu = onnxruntime-node; cuda = the native CUDA operators on an NVIDIA GPU (native/dq: build them with `npm run build:cuda`)',
+  }),
+  cudaDevice: Int(0, 63, 0, 'which GPU --device cuda uses (CUDA device index)'),
   maxBatchSize: Int(1, 1024, 32, 'largest batch the dynamic batcher forms (images)'),
   maxQueueDelayMicroseconds: Int(0, 10_000_000, 2000, 'longest a request waits for a batch to fill (µs)'),
   maxQueueSize: Int(1, 1_000_000, 512, 'images waiting in the queue before new requests get 503'),

@@ -1,5 +1,6 @@
 // The dqserve CLI as a user runs it (through tsx, so no build is needed).
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -33,6 +34,17 @@ describe('dqserve CLI', () => {
     const err = (await run('serve', '--port', 'nope').catch((e: unknown) => e)) as { code: number; stderr: string };
     expect(err.code).toBe(1);
     expect(err.stderr).toMatch(/DQ_ERR_CONFIG_INVALID/);
+  });
+
+  // Without a GPU (or without the CUDA build) --device cuda fails at once, in one line that names CUDA.
+  it.skipIf(existsSync('/dev/nvidiactl'))('--device cuda on a machine without a GPU exits 1 in one line naming CUDA', async () => {
+    for (const args of [['serve', '--device', 'cuda', '--port', '0'], ['verify', DYNAMIC_BUNDLE, '--device', 'cuda']]) {
+      const err = (await run(...args).catch((e: unknown) => e)) as { code: number; stdout: string; stderr: string };
+      expect(err.code).toBe(1);
+      const lines = `${err.stdout}${err.stderr}`.trim().split('\n').filter((l) => !l.startsWith('npm warn'));
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/CUDA is not usable here|npm run build:cuda/);
+    }
   });
 
   it('a format-1 bundle is refused in one line that says how to re-export it', async () => {

@@ -1,5 +1,6 @@
-// The production CPU Engine: GraphEngines on onnxruntime in worker threads (one per instance, Triton's instance_group
-// count), so inference never blocks the event loop and several batches can use several cores.
+// The production Engine: GraphEngines (onnxruntime on the CPU, the native operators on the GPU) in worker threads (one
+// per instance, Triton's instance_group count), so inference never blocks the event loop and several batches can
+// use several cores.
 // Each infer() goes to an idle worker (or the least busy one); inputs are transferred, not copied.
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
@@ -8,8 +9,8 @@ import { DqError, ERRORS, type ErrorCode } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { BatchOutput, Engine, SampleOptions } from './engine.js';
 import { engineLayout } from './engine-layout.js';
-import type { OrtOptions } from './ort-session.js';
-import type { WorkerReply, WorkerRequest } from './ort-worker.js';
+import type { WorkerReply, WorkerRequest } from './engine-worker.js';
+import type { Runtime } from './runtime.js';
 
 type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
@@ -22,7 +23,7 @@ class WorkerHandle {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
 
   constructor(onExit: (code: number) => void) {
-    this.worker = import.meta.url.endsWith('.ts') ? tsWorker() : new Worker(new URL('./ort-worker.js', import.meta.url));
+    this.worker = import.meta.url.endsWith('.ts') ? tsWorker() : new Worker(new URL('./engine-worker.js', import.meta.url));
     this.worker.on('message', (reply: WorkerReply) => {
       const p = this.pending.get(reply.id);
       if (!p) return;
@@ -63,7 +64,7 @@ class WorkerHandle {
 function tsWorker(): Worker {
   // tsx/esm/api resolves to its CommonJS build under require(); its ESM build sits beside it.
   const api = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
-  const target = new URL('./ort-worker.ts', import.meta.url).href;
+  const target = new URL('./engine-worker.ts', import.meta.url).href;
   const code = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(target)}); });`;
   return new Worker(code, { eval: true });
 }
@@ -91,7 +92,7 @@ export class WorkerEngine implements Engine {
   private constructor(
     manifest: Manifest,
     private readonly dir: string,
-    private readonly options: OrtOptions,
+    private readonly runtime: Runtime,
     private readonly events: WorkerEngineEvents,
   ) {
     const layout = engineLayout(manifest);
@@ -101,8 +102,8 @@ export class WorkerEngine implements Engine {
     this.sampleSize = layout.sampleSize;
   }
 
-  static async load(dir: string, manifest: Manifest, options: OrtOptions, instances: number, events: WorkerEngineEvents = {}): Promise<WorkerEngine> {
-    const engine = new WorkerEngine(manifest, dir, options, events); // validates the layout before starting threads
+  static async load(dir: string, manifest: Manifest, runtime: Runtime, instances: number, events: WorkerEngineEvents = {}): Promise<WorkerEngine> {
+    const engine = new WorkerEngine(manifest, dir, runtime, events); // validates the layout before starting threads
     const started = await Promise.allSettled(Array.from({ length: instances }, () => engine.spawn()));
     const loaded = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -120,7 +121,7 @@ export class WorkerEngine implements Engine {
   private async spawn(): Promise<WorkerHandle> {
     const w: WorkerHandle = new WorkerHandle((code) => this.replace(w, code));
     try {
-      await w.call({ type: 'load', dir: this.dir, manifest: this.manifest, options: this.options });
+      await w.call({ type: 'load', dir: this.dir, manifest: this.manifest, runtime: this.runtime });
       if (this.warmed) await w.call({ type: 'warmup' });
     } catch (err) {
       await w.worker.terminate();

@@ -3,6 +3,8 @@ import { resolve } from 'node:path';
 import type { Config } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import { FakeEngine } from '../engine/fake-engine.js';
+import { loadNative } from '../engine/graph/native-lib.js';
+import type { Runtime } from '../engine/runtime.js';
 import { WorkerEngine } from '../engine/worker-engine.js';
 import { DqError } from '../errors.js';
 import { DecodeLimiter } from '../preprocess/decode-limiter.js';
@@ -94,6 +96,11 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
   if (refs.length === 0) {
     throw new DqError('DQ_ERR_MODEL_NOT_FOUND', `no bundle${config.model ? ` for ${config.model}` : ''} under ${root}`);
   }
+  const runtime: Runtime = config.device === 'cuda'
+    ? { kind: 'native', library: 'cuda', device: config.cudaDevice }
+    : { kind: 'onnxruntime', intraOpNumThreads: config.intraOpNumThreads, interOpNumThreads: config.interOpNumThreads };
+  // a machine that cannot run CUDA is refused here, in one line, before any bundle is read
+  if (runtime.kind === 'native') log.info({ device: loadNative(runtime.library, runtime.device).device }, 'CUDA engine');
   const pipelines: ModelPipeline[] = [];
   for (const ref of refs) {
     const started = Date.now();
@@ -107,8 +114,9 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
     const engine: Engine = await WorkerEngine.load(
       bundle.dir,
       m,
-      { intraOpNumThreads: config.intraOpNumThreads, interOpNumThreads: config.interOpNumThreads },
-      config.instanceCount,
+      runtime,
+      // one stream on one GPU: a second instance would only queue behind the first
+      config.device === 'cuda' ? 1 : config.instanceCount,
       {
         onWorkerExit: (code) => {
           log.error({ ...where, code }, 'engine worker exited: its batches failed; starting a new one');

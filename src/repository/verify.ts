@@ -6,12 +6,15 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SampleResult } from '../engine/engine.js';
 import { GraphEngine } from '../engine/graph-engine.js';
-import { openOrt } from '../engine/ort-session.js';
+import { openRuntime, type Runtime } from '../engine/runtime.js';
 import { fitToInput, preprocess } from '../preprocess/preprocess.js';
 import { loadBundle } from './bundle.js';
 import { readTestSet } from './test-set.js';
 
 /** reference.json as `training export` writes it (docs/model-bundle.md). */
+/** verify's default runtime: the CPU engine, one thread. */
+export const ONNXRUNTIME: Runtime = { kind: 'onnxruntime', intraOpNumThreads: 1, interOpNumThreads: 1 };
+
 export interface Reference {
   images: number;
   order: string[];
@@ -44,11 +47,12 @@ export function parityHolds(r: ParityReport): boolean {
   return agree(r) && r.knobs.every(agree) && r.logits_identical >= 0.95;
 }
 
-export async function verifyBundle(dir: string, dataDir: string, batch = 64): Promise<ParityReport> {
+/** Runs the bundle on `runtime` (onnxruntime-node by default) over every image reference.json lists. */
+export async function verifyBundle(dir: string, dataDir: string, runtime: Runtime = ONNXRUNTIME, batch = 64): Promise<ParityReport> {
   const { manifest } = await loadBundle(dir, { verifyChecksums: true });
   const ref = JSON.parse(await readFile(join(dir, 'reference.json'), 'utf8')) as Reference;
   const byKey = new Map((await readTestSet(dataDir)).map((i) => [i.key, i]));
-  const engine = await GraphEngine.load(dir, manifest, openOrt({ intraOpNumThreads: 1, interOpNumThreads: 1 }));
+  const engine = await GraphEngine.load(dir, manifest, openRuntime(runtime));
   const cands = manifest.bits.candidates;
   const decode = (s: string) => [...s].map((c) => cands[Number(c)]).join();
   // pass-1 bits, and whether pass 2 ran: what the engine chose for one image

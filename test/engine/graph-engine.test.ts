@@ -9,6 +9,7 @@ import type { SampleOptions } from '../../src/engine/engine.js';
 import { confidence } from '../../src/engine/gate.js';
 import { GraphEngine } from '../../src/engine/graph-engine.js';
 import { openOrt } from '../../src/engine/ort-session.js';
+import type { Runtime } from '../../src/engine/runtime.js';
 import { WorkerEngine } from '../../src/engine/worker-engine.js';
 import { preprocess } from '../../src/preprocess/preprocess.js';
 import { loadBundle, verifyChecksums } from '../../src/repository/bundle.js';
@@ -184,8 +185,10 @@ describe.each(bundles)('GraphEngine on onnxruntime on the shipped bundle %s', (B
     });
   });
 
-  it('the worker-thread engine gives the same results as the in-thread one', async () => {
-    const worker = await WorkerEngine.load(BUNDLE, manifest, { intraOpNumThreads: 1, interOpNumThreads: 1 }, 2);
+  // the native runtime in a worker is what --device cuda runs (here on the operators' host build)
+  const runtimes: Runtime[] = [{ kind: 'onnxruntime', intraOpNumThreads: 1, interOpNumThreads: 1 }, { kind: 'native', library: 'host', device: 0 }];
+  it.each(runtimes)('a worker-thread engine on $kind gives the same results as the in-thread one', async (runtime) => {
+    const worker = await WorkerEngine.load(BUNDLE, manifest, runtime, 2);
     try {
       const chunk = inputs.slice(100, 132);
       const batch = () => {

@@ -12,7 +12,7 @@ import { DYNAMIC_BUNDLE, hasDynamicBundle, MODELS_DIR, PHOTOS_DIR } from '../hel
 import { postImage, startTestServer } from '../helpers/server.js';
 import { scrape, value } from '../metrics/scrape.js';
 
-const opts = { intraOpNumThreads: 1, interOpNumThreads: 1 };
+const opts = { kind: 'onnxruntime', intraOpNumThreads: 1, interOpNumThreads: 1 } as const;
 let engine: WorkerEngine | undefined;
 afterEach(async () => engine?.close());
 

@@ -1,14 +1,14 @@
-// Worker-thread host for one GraphEngine on onnxruntime. onnxruntime-node's session.run() is synchronous on the calling
-// thread (its backend only defers it with setImmediate), so running it on the main thread would stall
-// HTTP and sharp for a whole batch. Messages: load, warmup, infer, close (see worker-engine.ts).
+// Worker-thread host for one GraphEngine. onnxruntime-node's session.run() is synchronous on the calling thread (its
+// backend only defers it with setImmediate), and so are the native operators' waits for the GPU, so running either
+// on the main thread would stall HTTP and sharp for a whole batch. Messages: load, warmup, infer, close (see worker-engine.ts).
 import { parentPort } from 'node:worker_threads';
 import type { Manifest } from '../repository/manifest.js';
 import type { SampleOptions } from './engine.js';
 import { GraphEngine } from './graph-engine.js';
-import { openOrt, type OrtOptions } from './ort-session.js';
+import { openRuntime, type Runtime } from './runtime.js';
 
 export type WorkerRequest =
-  | { id: number; type: 'load'; dir: string; manifest: Manifest; options: OrtOptions }
+  | { id: number; type: 'load'; dir: string; manifest: Manifest; runtime: Runtime }
   | { id: number; type: 'warmup' }
   | { id: number; type: 'infer'; input: Uint8Array; batchSize: number; options: SampleOptions[] }
   | { id: number; type: 'close' };
@@ -17,7 +17,7 @@ export type WorkerReply = { id: number; ok: true; value?: unknown } | { id: numb
 
 let engine: GraphEngine | undefined;
 const port = parentPort;
-if (!port) throw new Error('ort-worker must run in a worker thread');
+if (!port) throw new Error('engine-worker must run in a worker thread');
 
 port.on('message', (msg: WorkerRequest) => {
   void handle(msg).then(
@@ -32,7 +32,7 @@ port.on('message', (msg: WorkerRequest) => {
 async function handle(msg: WorkerRequest): Promise<[unknown, ArrayBuffer[]]> {
   switch (msg.type) {
     case 'load':
-      engine = await GraphEngine.load(msg.dir, msg.manifest, openOrt(msg.options));
+      engine = await GraphEngine.load(msg.dir, msg.manifest, openRuntime(msg.runtime));
       return [undefined, []];
     case 'warmup':
       await need().warmup();
