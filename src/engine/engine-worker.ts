@@ -32,7 +32,7 @@ port.on('message', (msg: WorkerRequest) => {
 async function handle(msg: WorkerRequest): Promise<[unknown, ArrayBuffer[]]> {
   switch (msg.type) {
     case 'load':
-      engine = await GraphEngine.load(msg.dir, msg.manifest, openRuntime(msg.runtime));
+      engine = await GraphEngine.load(msg.dir, msg.manifest, await openRuntime(msg.runtime));
       return [undefined, []];
     case 'warmup':
       await need().warmup();

@@ -1,8 +1,9 @@
-// The Engine for bundle format 2 (docs/model-bundle.md): int8 graphs on uint8 NHWC images, run by a graph
-// runtime (onnxruntime-node on the CPU, ort-session.ts; the graph interpreter, graph/). A static bundle is one session. A dynamic one is two: the stem (fixed layers + controller) runs, the bit plan
-// is chosen from its controller logits (bit-plan.ts), and the body runs every dynamic layer of every sample at
-// the plan's bits, fed the plan as index tensors (dispatch.ts): two session runs per batch, whatever the plan.
-// A gated bundle (gate.ts) runs the body once more on the unconfident rows' stem outputs, at its second bits.
+// The Engine for bundle format 2 (docs/model-bundle.md): int8 graphs on uint8 NHWC images, run by a graph runtime
+// (runtime.ts: onnxruntime-node on the CPU, or the graph interpreter on the native CUDA operators). A static bundle
+// is one session. A dynamic one is two: the stem (fixed layers + controller) runs, the bit plan is chosen from its
+// controller logits (bit-plan.ts), and the body runs every dynamic layer of every sample at the plan's bits, fed the
+// plan as index tensors (dispatch.ts): two session runs per batch, whatever the plan. A gated bundle (gate.ts) runs
+// the body once more on the unconfident rows' stem outputs, at its second bits.
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { DqError } from '../errors.js';

@@ -3,7 +3,6 @@ import { resolve } from 'node:path';
 import type { Config } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import { FakeEngine } from '../engine/fake-engine.js';
-import { loadNative } from '../engine/graph/native-lib.js';
 import type { Runtime } from '../engine/runtime.js';
 import { WorkerEngine } from '../engine/worker-engine.js';
 import { DqError } from '../errors.js';
@@ -100,7 +99,10 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
     ? { kind: 'native', library: 'cuda', device: config.cudaDevice }
     : { kind: 'onnxruntime', intraOpNumThreads: config.intraOpNumThreads, interOpNumThreads: config.interOpNumThreads };
   // a machine that cannot run CUDA is refused here, in one line, before any bundle is read
-  if (runtime.kind === 'native') log.info({ device: loadNative(runtime.library, runtime.device).device }, 'CUDA engine');
+  if (runtime.kind === 'native') {
+    const { loadNative } = await import('../engine/graph/native-lib.js');
+    log.info({ device: loadNative(runtime.library, runtime.device).device }, 'CUDA engine');
+  }
   const pipelines: ModelPipeline[] = [];
   for (const ref of refs) {
     const started = Date.now();

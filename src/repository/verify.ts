@@ -52,7 +52,7 @@ export async function verifyBundle(dir: string, dataDir: string, runtime: Runtim
   const { manifest } = await loadBundle(dir, { verifyChecksums: true });
   const ref = JSON.parse(await readFile(join(dir, 'reference.json'), 'utf8')) as Reference;
   const byKey = new Map((await readTestSet(dataDir)).map((i) => [i.key, i]));
-  const engine = await GraphEngine.load(dir, manifest, openRuntime(runtime));
+  const engine = await GraphEngine.load(dir, manifest, await openRuntime(runtime));
   const cands = manifest.bits.candidates;
   const decode = (s: string) => [...s].map((c) => cands[Number(c)]).join();
   // pass-1 bits, and whether pass 2 ran: what the engine chose for one image
