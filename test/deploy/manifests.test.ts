@@ -116,6 +116,61 @@ describe('deploy/base (Kustomize)', () => {
   });
 });
 
+/**
+ * Kustomize's strategic merge as far as deploy/gpu's patch uses it: objects merge deeply, lists of named objects
+ * (containers, env) merge by name, any other list is replaced.
+ */
+function strategicMerge(base: any, patch: any): any {
+  if (Array.isArray(patch)) {
+    if (!Array.isArray(base) || !patch.every((p) => p && typeof p === 'object' && 'name' in p)) return patch;
+    const out = base.map((b: any) => structuredClone(b));
+    for (const p of patch) {
+      const i = out.findIndex((b: any) => b.name === p.name);
+      if (i >= 0) out[i] = strategicMerge(out[i], p);
+      else out.push(p);
+    }
+    return out;
+  }
+  if (patch && typeof patch === 'object') {
+    const out = { ...(base ?? {}) };
+    for (const [k, v] of Object.entries(patch)) out[k] = strategicMerge(base?.[k], v);
+    return out;
+  }
+  return patch;
+}
+
+describe('deploy/gpu (Kustomize overlay for --device cuda)', () => {
+  const GPU = join(REPO_ROOT, 'deploy', 'gpu');
+  const k = read(join(GPU, 'kustomization.yaml'))[0];
+  const patch = read(join(GPU, 'deployment-gpu.yaml'))[0];
+  const merged = strategicMerge(byKind('Deployment'), patch);
+  const c = merged.spec.template.spec.containers[0];
+
+  it('patches the base Deployment and its one container, with the CUDA image', () => {
+    expect(k.resources).toEqual(['../base']);
+    expect(k.patches.map((p: { path: string }) => p.path)).toEqual(['deployment-gpu.yaml']);
+    expect(patch.metadata.name).toBe(byKind('Deployment').metadata.name);
+    expect(patch.spec.template.spec.containers.map((x: { name: string }) => x.name)).toEqual([byKind('Deployment').spec.template.spec.containers[0].name]);
+    expect(k.images[0]).toMatchObject({ name: 'dqserve', newName: 'dqserve-cuda' });
+  });
+
+  it("the merged Deployment validates, asks for one GPU, and keeps the base's probes and security", () => {
+    expect(() => new Deployment(merged).validate()).not.toThrow();
+    expect(c.resources.limits['nvidia.com/gpu']).toBe('1');
+    expect(c.resources.requests['nvidia.com/gpu']).toBe('1');
+    expect(c.readinessProbe.httpGet.path).toBe('/v2/health/ready');
+    expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
+    expect(merged.spec.template.spec.tolerations[0].key).toBe('nvidia.com/gpu');
+  });
+
+  it('its settings are real ones with valid values, the CUDA engine among them', () => {
+    const env = Object.fromEntries(c.env.map((e: { name: string; value: string }) => [e.name, e.value]));
+    const config = loadConfig({}, env);
+    expect(config.device).toBe('cuda');
+    expect(env['DQSERVE_DRAIN_TIMEOUT_MS']).toBe('10000'); // the base's env survives the merge
+  });
+});
+
 describe('deploy/kserve', () => {
   const isvc = read(join(REPO_ROOT, 'deploy', 'kserve', 'inferenceservice.yaml'))[0];
 
@@ -135,14 +190,27 @@ describe('deploy/kserve', () => {
   });
 });
 
-describe('Dockerfile', () => {
-  const text = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
+describe.each(['Dockerfile', 'Dockerfile.cuda'])('%s', (file) => {
+  const text = readFileSync(join(REPO_ROOT, file), 'utf8');
   it('lints clean with dockerfile-utils', () => {
     expect(validateDockerfile(text).map((d) => `${d.range.start.line + 1}: ${d.message}`)).toEqual([]);
   });
   it('runs as a non-root user with a health check on the readiness route, and ships the page', () => {
-    expect(text).toMatch(/^USER node$/m);
+    expect(text).toMatch(file === 'Dockerfile' ? /^USER node$/m : /^USER ubuntu$/m);
     expect(text).toMatch(/HEALTHCHECK[\s\S]*\/v2\/health\/ready/);
     expect(text).toMatch(/^COPY ui \.\/ui$/m);
   });
 });
+
+describe('Dockerfile.cuda', () => {
+  const text = readFileSync(join(REPO_ROOT, 'Dockerfile.cuda'), 'utf8');
+  it('builds the CUDA operators with native/dq/build.sh, onto an NVIDIA CUDA base, where the engine looks for them', () => {
+    expect(text).toMatch(/^FROM nvidia\/cuda:\S+-devel-\S+ AS native$/m);
+    expect(text).toMatch(/^RUN bash build\.sh cuda$/m);
+    expect(text).toMatch(/^FROM nvidia\/cuda:\S+-base-\S+$/m);
+    expect(text).toMatch(/^COPY --from=native \/native\/build\/libdq-cuda\.so \.\/native\/dq\/build\/libdq-cuda\.so$/m);
+    expect(text).toMatch(/DQSERVE_DEVICE=cuda/);
+  });
+});
+
+
