@@ -362,6 +362,19 @@ int dq_gather(int elem, uint64_t x, uint64_t idx, uint64_t y, int64_t outer, int
   });
 }
 
+namespace {
+template <class T>
+int reduce_sum(const T *X, T *Y, const Dims &kept, const Dims &red, int64_t n, int64_t r) {
+  return each(n, DQ_LAMBDA(int64_t i) {
+    int64_t base, unused;
+    offsets(kept, i, base, unused);
+    double s = 0;
+    for (int64_t j = 0; j < r; j++) { int64_t off; offsets(red, j, off, unused); s += (double)X[base + off]; }
+    Y[i] = (T)s;
+  });
+}
+}  // namespace
+
 int dq_reduce_sum(int dtype, uint64_t x, uint64_t y, const int64_t *plan) {
   const int kr = (int)plan[0], rr = (int)plan[1];
   if (kr > DQ_MAX_RANK || rr > DQ_MAX_RANK || kr < 0 || rr < 0) return fail("reduce rank");
@@ -369,28 +382,8 @@ int dq_reduce_sum(int dtype, uint64_t x, uint64_t y, const int64_t *plan) {
   int64_t n, r;
   if (dims_of(kept, kr, plan + 2, plan + 2 + DQ_MAX_RANK, nullptr, n)) return -1;
   if (dims_of(red, rr, plan + 2 + 2 * DQ_MAX_RANK, plan + 2 + 3 * DQ_MAX_RANK, nullptr, r)) return -1;
-  if (dtype == 0) {
-    const float *X = at<const float>(x);
-    float *Y = at<float>(y);
-    return each(n, DQ_LAMBDA(int64_t i) {
-      int64_t base, unused;
-      offsets(kept, i, base, unused);
-      double s = 0;
-      for (int64_t j = 0; j < r; j++) { int64_t off; offsets(red, j, off, unused); s += (double)X[base + off]; }
-      Y[i] = (float)s;
-    });
-  }
-  if (dtype == 1) {
-    const double *X = at<const double>(x);
-    double *Y = at<double>(y);
-    return each(n, DQ_LAMBDA(int64_t i) {
-      int64_t base, unused;
-      offsets(kept, i, base, unused);
-      double s = 0;
-      for (int64_t j = 0; j < r; j++) { int64_t off; offsets(red, j, off, unused); s += X[base + off]; }
-      Y[i] = s;
-    });
-  }
+  if (dtype == 0) return reduce_sum(at<const float>(x), at<float>(y), kept, red, n, r);
+  if (dtype == 1) return reduce_sum(at<const double>(x), at<double>(y), kept, red, n, r);
   return fail("ReduceSum on type " + std::to_string(dtype));
 }
 

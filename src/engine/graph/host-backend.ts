@@ -3,7 +3,7 @@
 // (QLinearConv, QLinearAdd, QuantizeLinear: rounding half to even, one float32 rounding where MLAS has one). It is
 // the oracle the GPU kernels are held to and is tested against onnxruntime on real images; it is not fast.
 import { opKey, type Backend } from './interpreter.js';
-import type { DataType, HostTensor, OnnxNode, TypedData } from './onnx.js';
+import { newArray, type DataType, type HostTensor, type OnnxNode, type TypedData } from './onnx.js';
 import {
   around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmShape, need, poolGeometry, reducePlan, reshapeDims,
   size, splitSizes, transposeShape, withAxis,
@@ -19,16 +19,6 @@ export function rne(x: number): number {
   return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-function arrayOf(type: DataType, n: number): TypedData {
-  switch (type) {
-    case 'float32': return new Float32Array(n);
-    case 'float64': return new Float64Array(n);
-    case 'uint8': return new Uint8Array(n);
-    case 'int8': return new Int8Array(n);
-    case 'int32': return new Int32Array(n);
-    case 'int64': return new BigInt64Array(n);
-  }
-}
 
 const numbers = (t: HostTensor): number[] => Array.from(t.data as ArrayLike<number | bigint>, Number);
 const scalar = (t: HostTensor): number => Number(t.data[0]);
@@ -55,7 +45,7 @@ function strided(dims: readonly number[], sa: readonly number[], sb: readonly nu
 /** numpy-style broadcasting of a binary elementwise op; the result has `a`'s type. */
 function broadcast(a: HostTensor, b: HostTensor, f: (x: number, y: number) => number): HostTensor {
   const { dims, sa, sb } = broadcastShape(a.dims, b.dims);
-  const out = arrayOf(a.type, size(dims)) as Float64Array;
+  const out = newArray(a.type, size(dims)) as Float64Array;
   const x = a.data as Float64Array, y = b.data as Float64Array;
   strided(dims, sa, sb, (k, ia, ib) => { out[k] = f(x[ia] as number, y[ib] as number); });
   return { type: a.type, data: out, dims };
@@ -92,7 +82,7 @@ const OPS: Readonly<Record<string, Op>> = {
 
   Cast: (n, i) => {
     const x = need(n, i, 0), to = castTarget(n);
-    const out = arrayOf(to, x.data.length) as Float64Array;
+    const out = newArray(to, x.data.length) as Float64Array;
     out.set(Array.from(x.data as ArrayLike<number | bigint>, Number));
     return [{ type: to, data: out, dims: x.dims }];
   },
@@ -100,7 +90,7 @@ const OPS: Readonly<Record<string, Op>> = {
   Transpose: (n, i) => {
     const x = need(n, i, 0);
     const { dims, strides } = transposeShape(n, x.dims);
-    const out = arrayOf(x.type, x.data.length) as Float64Array;
+    const out = newArray(x.type, x.data.length) as Float64Array;
     const src = x.data as Float64Array;
     strided(dims, strides, strides, (k, from) => { out[k] = src[from] as number; });
     return [{ type: x.type, data: out, dims }];
@@ -117,7 +107,7 @@ const OPS: Readonly<Record<string, Op>> = {
   Gather: (n, i) => {
     const x = need(n, i, 0), idx = numbers(need(n, i, 1));
     const [outer, len, inner] = around(x.dims, attr(n, 'axis', 0));
-    const out = arrayOf(x.type, outer * idx.length * inner) as Float64Array;
+    const out = newArray(x.type, outer * idx.length * inner) as Float64Array;
     const src = x.data as Float64Array;
     for (let o = 0; o < outer; o++) {
       idx.forEach((r, k) => {
@@ -137,7 +127,7 @@ const OPS: Readonly<Record<string, Op>> = {
     const [outer, len, inner] = around(x.dims, axis);
     let at = 0;
     return splitSizes(n, x.dims, i[1] ? numbers(i[1]) : null).map((p) => {
-      const out = arrayOf(x.type, outer * p * inner) as Float64Array;
+      const out = newArray(x.type, outer * p * inner) as Float64Array;
       const src = x.data as Float64Array;
       for (let o = 0; o < outer; o++) out.set(src.subarray((o * len + at) * inner, (o * len + at + p) * inner), o * p * inner);
       at += p;
@@ -151,7 +141,7 @@ const OPS: Readonly<Record<string, Op>> = {
     const a = axis < 0 ? axis + first.dims.length : axis;
     const total = xs.reduce((s, x) => s + (x.dims[a] as number), 0);
     const [outer, , inner] = around(first.dims, a);
-    const out = arrayOf(first.type, outer * total * inner) as Float64Array;
+    const out = newArray(first.type, outer * total * inner) as Float64Array;
     for (let o = 0; o < outer; o++) {
       let at = 0;
       for (const x of xs) {
@@ -200,7 +190,7 @@ const OPS: Readonly<Record<string, Op>> = {
     const a = need(n, i, 0), b = need(n, i, 1), c = i[2];
     const { M, N, K, ta, tb, alpha, beta } = gemmShape(n, a.dims, b.dims);
     const A = a.data as Float64Array, B = b.data as Float64Array;
-    const out = arrayOf(a.type, M * N) as Float64Array;
+    const out = newArray(a.type, M * N) as Float64Array;
     // products summed in float64 and rounded once: exact for the float64 classifier (docs/model-bundle.md)
     for (let m = 0; m < M; m++) {
       for (let j = 0; j < N; j++) {

@@ -3,13 +3,12 @@
 // (which the host made) are read on the host. Reshapes and batch-axis splits are views of their input's buffer.
 import { opKey, type Backend } from './interpreter.js';
 import type { Address, NativeLib } from './native-lib.js';
-import type { DataType, HostTensor, OnnxNode, TypedData } from './onnx.js';
+import { bytesPerElement, newArray, type DataType, type HostTensor, type OnnxNode } from './onnx.js';
 import {
   around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmShape, geometryArray, need, poolGeometry, reducePlan,
   reshapeDims, size, splitSizes, transposeShape, withAxis,
 } from './shapes.js';
 
-const BYTES: Readonly<Record<DataType, number>> = { float32: 4, float64: 8, uint8: 1, int8: 1, int32: 4, int64: 8 };
 const CODE: Readonly<Record<DataType, number>> = { float32: 0, float64: 1, uint8: 2, int8: 3, int32: 4, int64: 5 };
 const BINARY: Readonly<Record<string, number>> = { Add: 0, Sub: 1, Mul: 2, Div: 3, Min: 4, Max: 5 };
 const UNARY: Readonly<Record<string, number>> = { Relu: 0, Round: 1, Clip: 2 };
@@ -30,21 +29,10 @@ export interface DeviceTensor {
 
 const i64 = (xs: readonly number[]): BigInt64Array => BigInt64Array.from(xs, (v) => BigInt(v));
 
-function emptyOf(type: DataType, n: number): TypedData {
-  switch (type) {
-    case 'float32': return new Float32Array(n);
-    case 'float64': return new Float64Array(n);
-    case 'uint8': return new Uint8Array(n);
-    case 'int8': return new Int8Array(n);
-    case 'int32': return new Int32Array(n);
-    case 'int64': return new BigInt64Array(n);
-  }
-}
-
 export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
   const addr = (t: DeviceTensor | null | undefined): Address => (t?.buf ? t.buf.ptr + t.offset : 0);
   const make = (type: DataType, dims: readonly number[]): DeviceTensor => {
-    const bytes = size(dims) * BYTES[type];
+    const bytes = size(dims) * bytesPerElement(type);
     return { type, dims, buf: bytes > 0 ? { ptr: lib.alloc(bytes), refs: 1 } : null, offset: 0 };
   };
   const view = (t: DeviceTensor, dims: readonly number[], offset = t.offset): DeviceTensor => {
@@ -102,7 +90,7 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
       const x = need(n, i, 0);
       const { dims, strides } = transposeShape(n, x.dims);
       const y = make(x.type, dims);
-      return [whenAny(y, () => lib.transpose(BYTES[x.type], addr(x), addr(y), i64(dims), i64(strides)))];
+      return [whenAny(y, () => lib.transpose(bytesPerElement(x.type), addr(x), addr(y), i64(dims), i64(strides)))];
     },
     Reshape: (n, i) => {
       const x = need(n, i, 0);
@@ -122,13 +110,13 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
       if (bad !== undefined) fail(n, `index ${bad} outside 0..${len - 1}`);
       if (idx.type !== 'int64') fail(n, `indices of type ${idx.type}`);
       const y = make(x.type, withAxis(x.dims, axis, rows.length));
-      return [whenAny(y, () => lib.gather(BYTES[x.type], addr(x), addr(idx), addr(y), outer, len, rows.length, inner))];
+      return [whenAny(y, () => lib.gather(bytesPerElement(x.type), addr(x), addr(idx), addr(y), outer, len, rows.length, inner))];
     },
     Split: (n, i) => {
       const x = need(n, i, 0);
       const axis = attr(n, 'axis', 0);
       const [outer, len, inner] = around(x.dims, axis);
-      const e = BYTES[x.type];
+      const e = bytesPerElement(x.type);
       let at = 0;
       return splitSizes(n, x.dims, i[1] ? numbers(n, i[1], 'split') : null).map((p) => {
         const dims = withAxis(x.dims, axis, p);
@@ -146,7 +134,7 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
       const axis = attr(n, 'axis', 0);
       const total = xs.reduce((s, x) => s + (around(x.dims, axis)[1]), 0);
       const [outer, , inner] = around(first.dims, axis);
-      const e = BYTES[first.type];
+      const e = bytesPerElement(first.type);
       const y = make(first.type, withAxis(first.dims, axis, total));
       let at = 0;
       for (const x of xs) {
@@ -228,7 +216,7 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
     constant: upload,
     input: upload,
     output(t) {
-      const data = emptyOf(t.type, size(t.dims));
+      const data = newArray(t.type, size(t.dims));
       if (t.buf) lib.download(data, addr(t));
       return { type: t.type, data, dims: t.dims };
     },

@@ -130,20 +130,21 @@ function tensorOf(t: TensorMessage, file: string): HostTensor {
   return { type, data, dims };
 }
 
-const BYTES: Readonly<Record<DataType, number>> = { float32: 4, float64: 8, uint8: 1, int8: 1, int32: 4, int64: 8 };
+const ARRAYS = {
+  float32: Float32Array, float64: Float64Array, uint8: Uint8Array, int8: Int8Array, int32: Int32Array, int64: BigInt64Array,
+} as const;
+
+/** A zeroed array of `n` values of `type`, or a view of `buffer` as that type. */
+export function newArray(type: DataType, n: number | ArrayBuffer): TypedData {
+  return new ARRAYS[type](n as ArrayBuffer);
+}
+
+export const bytesPerElement = (type: DataType): number => ARRAYS[type].BYTES_PER_ELEMENT;
 
 /** raw_data is little-endian; copied (a Buffer's slice would share its pool) so that every array is aligned. */
 function fromRaw(type: DataType, raw: Uint8Array, name: string, file: string): TypedData {
-  if (raw.length % BYTES[type] !== 0) throw new DqError('DQ_ERR_BUNDLE_INVALID', `${file}: tensor ${name} has ${raw.length} bytes of ${type}`);
-  const bytes = new Uint8Array(raw).buffer;
-  switch (type) {
-    case 'float32': return new Float32Array(bytes);
-    case 'float64': return new Float64Array(bytes);
-    case 'uint8': return new Uint8Array(bytes);
-    case 'int8': return new Int8Array(bytes);
-    case 'int32': return new Int32Array(bytes);
-    case 'int64': return new BigInt64Array(bytes);
-  }
+  if (raw.length % bytesPerElement(type) !== 0) throw new DqError('DQ_ERR_BUNDLE_INVALID', `${file}: tensor ${name} has ${raw.length} bytes of ${type}`);
+  return newArray(type, new Uint8Array(raw).buffer);
 }
 
 function fromFields(type: DataType, t: TensorMessage): TypedData {
