@@ -2,11 +2,14 @@
 // bench/gpu/run.sh on the GPU machine, where it is bundled to .device/bench/engine.mjs). Real CIFAR-10 test images,
 // every sample at the controller's or the policy's own bits; the whole batch from uint8 pixels to logits.
 // `--library host` runs the same script on the operators' host build, to try it on a machine without a GPU.
+// With DQ_PROFILE=1 in the environment each batch size also runs once with every operator waited for and timed,
+// and the time per operator type is printed (the waits distort that run's throughput: read its profile only).
 //   tsx bench/gpu/engine.ts [--library cuda|host] [--batches 1,64,256,1024,4096] [--seconds 2] [--out file.json]
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GraphEngine } from '../../src/engine/graph-engine.js';
+import { opProfile } from '../../src/engine/graph/native-backend.js';
 import { loadNative, type NativeKind } from '../../src/engine/graph/native-lib.js';
 import { openRuntime } from '../../src/engine/runtime.js';
 import { preprocess } from '../../src/preprocess/preprocess.js';
@@ -24,6 +27,7 @@ const { values } = parseArgs({
     out: { type: 'string' },
   },
 });
+const profiling = process.env['DQ_PROFILE'] === '1';
 const library = values.library as NativeKind;
 const batches = values.batches.split(',').map(Number);
 const seconds = Number(values.seconds);
@@ -53,6 +57,12 @@ for (const name of values.bundles.split(',')) {
       const t = performance.now();
       await engine.infer(input, n, options);
       times.push(performance.now() - t);
+    }
+    if (profiling) {
+      opProfile.clear();
+      await engine.infer(input, n, options);
+      const ops = [...opProfile].sort((a, b) => b[1].ms - a[1].ms).map(([op, p]) => `${op} ${p.ms.toFixed(2)} ms/${p.calls}`);
+      console.error(`profile ${name} batch ${n}: ${ops.join(', ')}`);
     }
     const total = times.reduce((a, b) => a + b, 0);
     const row = { bundle: name, batch: n, imagesPerS: (n * times.length) / (total / 1000), p50Ms: quantile(times, 0.5), p99Ms: quantile(times, 0.99), runs: times.length };

@@ -7,13 +7,23 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/dq-gpu}; mkdir -p "$OUT"
 export PATH="/usr/local/cuda/bin:$PATH"
-xz -dc .device/node.xz > .device/node && chmod +x .device/node
-tar -xJf .device/node_modules.tar.xz
+# xz is installed there (../shared/reference/device.md); Python's lzma if not
+if command -v xz > /dev/null; then
+  xz -dc .device/node.xz > .device/node && tar -xJf .device/node_modules.tar.xz
+else
+  python3 -c 'import lzma, shutil, sys, tarfile; shutil.copyfileobj(lzma.open(".device/node.xz"), open(".device/node", "wb")); tarfile.open(".device/node_modules.tar.xz").extractall(".")'
+fi
+chmod +x .device/node
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nvcc --version | tail -1; .device/node --version; } 2>&1 | tee "$OUT/machine.txt"
-{ time bash native/dq/build.sh cuda; } 2>&1 | tee "$OUT/build.txt"
+# timeouts sum to about 570 s, inside the tool's 600 s per command
+{ time timeout 90 bash native/dq/build.sh cuda; } 2>&1 | tee "$OUT/build.txt"
+# DQ_SYNC=1: each kernel waited for, so that a fault names its operator (parity does not need speed)
 for b in resnet20_dq/7 resnet20_w4/5 resnet20_dq/6; do
   echo "== verify $b" | tee -a "$OUT/parity.txt"
-  { time timeout 150 .device/node dist/cli.js verify "models/$b" --device cuda --data .device/cifar10; } 2>&1 | tee -a "$OUT/parity.txt"
+  { time DQ_SYNC=1 timeout 80 .device/node dist/cli.js verify "models/$b" --device cuda --data .device/cifar10; } 2>&1 | tee -a "$OUT/parity.txt"
 done
-DQ_NATIVE_DIR="$PWD/native/dq/build" timeout 200 .device/node .device/bench/engine.mjs --out "$OUT/engine.json" 2>&1 | tail -30 | tee "$OUT/engine.txt"
-timeout 120 python3 bench/gpu/baselines.py --out "$OUT/baselines.json" 2>&1 | tail -10 | tee "$OUT/baselines.txt"
+export DQ_NATIVE_DIR="$PWD/native/dq/build"
+timeout 100 .device/node .device/bench/engine.mjs --out "$OUT/engine.json" 2>&1 | tail -30 | tee "$OUT/engine.txt"
+# where the time goes, per operator type (each operator waited for)
+DQ_PROFILE=1 timeout 60 .device/node .device/bench/engine.mjs --seconds 0.2 --batches 1,256,4096 2>&1 | grep '^profile' | tee "$OUT/profile.txt"
+timeout 60 python3 bench/gpu/baselines.py --seconds 1 --out "$OUT/baselines.json" 2>&1 | tail -10 | tee "$OUT/baselines.txt"

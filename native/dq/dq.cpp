@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mutex>
 #include <string>
 
 #ifdef __CUDACC__
@@ -68,8 +69,15 @@ DQ_FN inline int clamp_u8(float v) { return v < 0.f ? 0 : (v > 255.f ? 255 : (in
 
 #ifdef __CUDACC__
 
-cudaStream_t g_stream = nullptr;
+// One stream per thread: each engine worker's tensors stay on its own thread, so its waits never queue behind
+// another worker's kernels. The device's name is set once.
+thread_local cudaStream_t g_stream = nullptr;
 std::string g_device = "no device";
+std::once_flag g_device_once;
+// cudaMallocAsync where the device has memory pools (keeping freed memory in the pool), else cudaMalloc
+bool g_pools = false;
+// DQ_SYNC=1: wait after every kernel, so that a fault is reported by the operator that caused it
+bool g_sync_each = false;
 
 int check(cudaError_t e, const char *what) {
   return e == cudaSuccess ? 0 : fail(std::string(what) + ": " + cudaGetErrorString(e));
@@ -87,7 +95,8 @@ int each(int64_t n, F f) {
   const int threads = 256;
   const int64_t blocks = (n + threads - 1) / threads;
   each_kernel<<<(unsigned)(blocks < 1048576 ? blocks : 1048576), threads, 0, g_stream>>>(n, f);
-  return check(cudaGetLastError(), "kernel launch");
+  if (check(cudaGetLastError(), "kernel launch")) return -1;
+  return g_sync_each ? check(cudaStreamSynchronize(g_stream), "kernel") : 0;
 }
 
 #else
@@ -122,20 +131,41 @@ int dq_init(int device) {
   if (check(cudaGetDeviceCount(&count), "CUDA")) return -1;
   if (device < 0 || device >= count) return fail("CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(count) + " found)");
   if (check(cudaSetDevice(device), "cudaSetDevice")) return -1;
-  cudaDeviceProp prop;
-  if (check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties")) return -1;
-  g_device = std::string(prop.name) + ", sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
+  int rc = 0;
+  std::call_once(g_device_once, [&] {
+    cudaDeviceProp prop;
+    if ((rc = check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties"))) return;
+    g_device = std::string(prop.name) + ", sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
+    int pools = 0;
+    cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
+    g_pools = pools != 0;
+    if (g_pools) {
+      // the default pool returns freed memory to the system at every synchronisation; every run would re-map it
+      cudaMemPool_t pool;
+      uint64_t keep = UINT64_MAX;
+      if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    }
+    const char *sync = getenv("DQ_SYNC");
+    g_sync_each = sync && strcmp(sync, "1") == 0;
+  });
+  if (rc) return -1;
   if (!g_stream && check(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking), "cudaStreamCreate")) return -1;
   return 0;
 }
 
 uint64_t dq_alloc(uint64_t bytes) {
   void *p = nullptr;
-  if (check(cudaMallocAsync(&p, bytes ? bytes : 1, g_stream), "cudaMallocAsync")) return 0;
+  const cudaError_t e = g_pools ? cudaMallocAsync(&p, bytes ? bytes : 1, g_stream) : cudaMalloc(&p, bytes ? bytes : 1);
+  if (check(e, "cudaMalloc")) return 0;
   return (uint64_t)(uintptr_t)p;
 }
 
-int dq_free(uint64_t ptr) { return ptr ? check(cudaFreeAsync(at<void>(ptr), g_stream), "cudaFreeAsync") : 0; }
+int dq_free(uint64_t ptr) {
+  if (!ptr) return 0;
+  if (g_pools) return check(cudaFreeAsync(at<void>(ptr), g_stream), "cudaFreeAsync");
+  // cudaFree waits for the device: nothing queued can still read the buffer
+  return check(cudaFree(at<void>(ptr)), "cudaFree");
+}
 
 int dq_upload(uint64_t dst, const void *src, uint64_t bytes) {
   // synchronous: the host buffer belongs to JavaScript and may move or die after the call
@@ -151,6 +181,8 @@ int dq_download(void *dst, uint64_t src, uint64_t bytes) {
 
 int dq_copy2d(uint64_t dst, uint64_t dpitch, uint64_t src, uint64_t spitch, uint64_t width, uint64_t rows) {
   if (!width || !rows) return 0;
+  // one row: a plain copy, whose size has no pitch limit
+  if (rows == 1) return check(cudaMemcpyAsync(at<void>(dst), at<void>(src), width, cudaMemcpyDeviceToDevice, g_stream), "copy");
   return check(cudaMemcpy2DAsync(at<void>(dst), dpitch, at<void>(src), spitch, width, rows, cudaMemcpyDeviceToDevice, g_stream), "copy");
 }
 
@@ -416,7 +448,7 @@ int dq_gemm(int dtype, uint64_t a, uint64_t b, uint64_t c, uint64_t y, int m, in
     }
     double v = alpha * s;
     if (C && c_mode) {
-      const int64_t ic = c_mode == 1 ? col : i;
+      const int64_t ic = c_mode == 1 ? col : c_mode == 2 ? i : c_mode == 3 ? 0 : row;
       v += beta * (f64 ? ((const double *)C)[ic] : (double)((const float *)C)[ic]);
     }
     if (f64) ((double *)Y)[i] = v;

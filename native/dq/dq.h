@@ -16,7 +16,10 @@ extern "C" {
 #define DQ_MAX_RANK 6
 
 const char *dq_last_error(void);
-/** Picks the device and creates the stream; the CUDA build fails here on a machine without a usable GPU. */
+/**
+ * Picks the device and creates the calling thread's stream; the CUDA build fails here on a machine without a
+ * usable GPU. With DQ_SYNC=1 in the environment every kernel is waited for, so that a fault names its operator.
+ */
 int dq_init(int device);
 /** What runs the operators ("NVIDIA H200, sm_90", or "host (reference build)"). */
 const char *dq_device_name(void);
@@ -59,7 +62,8 @@ int dq_reduce_sum(int dtype, uint64_t x, uint64_t y, const int64_t *plan);
 int dq_avgpool(uint64_t x, uint64_t y, int64_t planes, int h, int w, int kh, int kw, int sh, int sw, int oh, int ow);
 /**
  * y = alpha · op(A) op(B) + beta · C in float64 (dtype 0: float32 in and out, rounded once), A is M×K (or K×M with
- * ta), B K×N (or N×K with tb); c_mode 0 no C, 1 C has N entries, 2 C is M×N.
+ * ta), B K×N (or N×K with tb); c_mode 0 no C, 1 C has N entries (one per column), 2 C is M×N, 3 C is one
+ * value, 4 C has M entries (one per row).
  */
 int dq_gemm(int dtype, uint64_t a, uint64_t b, uint64_t c, uint64_t y, int m, int n, int k, int ta, int tb,
             double alpha, double beta, int c_mode);

@@ -5,7 +5,7 @@
 import { opKey, type Backend } from './interpreter.js';
 import { newArray, type DataType, type HostTensor, type OnnxNode, type TypedData } from './onnx.js';
 import {
-  around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmShape, need, poolGeometry, reducePlan, reshapeDims,
+  around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmBias, gemmShape, need, poolGeometry, reducePlan, reshapeDims,
   size, splitSizes, transposeShape, withAxis,
 } from './shapes.js';
 
@@ -191,13 +191,15 @@ const OPS: Readonly<Record<string, Op>> = {
     const { M, N, K, ta, tb, alpha, beta } = gemmShape(n, a.dims, b.dims);
     const A = a.data as Float64Array, B = b.data as Float64Array;
     const out = newArray(a.type, M * N) as Float64Array;
+    const mode = c ? gemmBias(n, c.dims, M, N) : 0;
+    const cIndex = (m: number, j: number) => [0, j, m * N + j, 0, m][mode] as number;
     // products summed in float64 and rounded once: exact for the float64 classifier (docs/model-bundle.md)
     for (let m = 0; m < M; m++) {
       for (let j = 0; j < N; j++) {
         let s = 0;
         for (let k = 0; k < K; k++) s += (A[ta ? k * M + m : m * K + k] as number) * (B[tb ? j * K + k : k * N + j] as number);
         let v = alpha * s;
-        if (c) v += beta * (c.data[c.data.length === N ? j : m * N + j] as number);
+        if (c) v += beta * (c.data[cIndex(m, j)] as number);
         out[m * N + j] = v;
       }
     }

@@ -39,7 +39,10 @@ export class Interpreter<T> implements GraphSession {
       for (const i of n.inputs) if (!known.has(i)) throw new DqError('DQ_ERR_BUNDLE_INVALID', `${file}: node ${n.name || n.opType} reads ${i} before it is made`);
       for (const o of n.outputs) known.add(o);
     }
-    for (const o of graph.outputs) if (!known.has(o)) throw new DqError('DQ_ERR_BUNDLE_INVALID', `${file}: output ${o} is never made`);
+    const made = graph.nodes.flatMap((n) => n.outputs.filter((o) => o !== ''));
+    const twice = made.find((o, k) => made.indexOf(o) !== k || graph.initializers.has(o) || graph.inputs.includes(o));
+    if (twice !== undefined) throw new DqError('DQ_ERR_BUNDLE_INVALID', `${file}: ${twice} is made more than once`);
+    for (const o of graph.outputs) if (!made.includes(o)) throw new DqError('DQ_ERR_BUNDLE_INVALID', `${file}: output ${o} is not made by a node`);
     for (const [name, t] of graph.initializers) this.constants.set(name, backend.constant(t));
     const last = new Map<string, number>();
     graph.nodes.forEach((n, k) => n.inputs.forEach((i) => last.set(i, k)));
@@ -62,7 +65,9 @@ export class Interpreter<T> implements GraphSession {
         const outputs = this.backend.run(node, inputs);
         node.outputs.forEach((o, j) => {
           const t = outputs[j];
-          if (t !== undefined) live.set(o, t);
+          if (t === undefined) return;
+          if (o === '') this.backend.release(t); // an optional output nobody reads
+          else live.set(o, t);
         });
         for (const name of this.dying[k] as readonly string[]) {
           const t = live.get(name);
@@ -74,7 +79,14 @@ export class Interpreter<T> implements GraphSession {
       for (const name of this.outputNames) out[name] = this.backend.output(live.get(name) as T);
       return out;
     } finally {
-      for (const t of live.values()) this.backend.release(t);
+      // after a failure the backend may refuse to free too (a lost GPU context): the first error is the one to see
+      for (const t of live.values()) {
+        try {
+          this.backend.release(t);
+        } catch {
+          /* reported by the failure that got us here, or by the next run */
+        }
+      }
     }
   }
 

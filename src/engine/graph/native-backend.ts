@@ -5,7 +5,7 @@ import { opKey, type Backend } from './interpreter.js';
 import type { Address, NativeLib } from './native-lib.js';
 import { bytesPerElement, newArray, type DataType, type HostTensor, type OnnxNode } from './onnx.js';
 import {
-  around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmShape, geometryArray, need, poolGeometry, reducePlan,
+  around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmBias, gemmShape, geometryArray, need, poolGeometry, reducePlan,
   reshapeDims, size, splitSizes, transposeShape, withAxis,
 } from './shapes.js';
 
@@ -27,17 +27,32 @@ export interface DeviceTensor {
   readonly host?: HostTensor;
 }
 
+/**
+ * DQ_PROFILE=1: every operator is waited for and timed, by type (bench/gpu/engine.ts prints it). A diagnostic: the
+ * waits themselves cost time, so throughput is measured without it.
+ */
+export const opProfile = new Map<string, { calls: number; ms: number }>();
+const profiling = process.env['DQ_PROFILE'] === '1';
+
 const i64 = (xs: readonly number[]): BigInt64Array => BigInt64Array.from(xs, (v) => BigInt(v));
 
 export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
   const addr = (t: DeviceTensor | null | undefined): Address => (t?.buf ? t.buf.ptr + t.offset : 0);
+  // what the running operator has made so far: released if it fails half way
+  let made: DeviceTensor[] = [];
   const make = (type: DataType, dims: readonly number[]): DeviceTensor => {
     const bytes = size(dims) * bytesPerElement(type);
-    return { type, dims, buf: bytes > 0 ? { ptr: lib.alloc(bytes), refs: 1 } : null, offset: 0 };
+    const t = { type, dims, buf: bytes > 0 ? { ptr: lib.alloc(bytes), refs: 1 } : null, offset: 0 };
+    made.push(t);
+    return t;
   };
-  const view = (t: DeviceTensor, dims: readonly number[], offset = t.offset): DeviceTensor => {
+  /** `t`'s values from element `from` on, as `dims` (a reshape, or a part of a split along the first axis). */
+  const view = (t: DeviceTensor, dims: readonly number[], from = 0): DeviceTensor => {
     if (t.buf) t.buf.refs++;
-    return { type: t.type, dims, buf: t.buf, offset, ...(t.host && offset === t.offset ? { host: { ...t.host, dims } } : {}) };
+    const host = t.host && { type: t.type, data: t.host.data.subarray(from, from + size(dims)), dims };
+    const v = { type: t.type, dims, buf: t.buf, offset: t.offset + from * bytesPerElement(t.type), ...(host ? { host } : {}) };
+    made.push(v);
+    return v;
   };
   const upload = (t: HostTensor): DeviceTensor => {
     const d = make(t.type, t.dims);
@@ -123,7 +138,7 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
         const from = at;
         at += p;
         // along the outermost axis a part is a contiguous run of its input: a view, no copy
-        if (outer === 1) return p > 0 ? view(x, dims, x.offset + from * inner * e) : make(x.type, dims);
+        if (outer === 1) return p > 0 ? view(x, dims, from * inner) : make(x.type, dims);
         const y = make(x.type, dims);
         return whenAny(y, () => lib.copy2d(addr(y), p * inner * e, addr(x) + from * inner * e, len * inner * e, p * inner * e, outer));
       });
@@ -164,7 +179,7 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
       const a = need(n, i, 0), b = need(n, i, 1), c = i[2];
       const { M, N, K, ta, tb, alpha, beta } = gemmShape(n, a.dims, b.dims);
       const y = make(a.type, [M, N]);
-      const cMode = !c ? 0 : size(c.dims) === N ? 1 : 2;
+      const cMode = c ? gemmBias(n, c.dims, M, N) : 0;
       return [whenAny(y, () => lib.gemm(CODE[a.type], addr(a), addr(b), addr(c), addr(y), M, N, K, ta ? 1 : 0, tb ? 1 : 0, alpha, beta, cMode))];
     },
     Conv: (n, i) => {
@@ -191,6 +206,7 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
     },
     'com.microsoft.QLinearConv': (n, i) => {
       const x = need(n, i, 0), w = need(n, i, 3);
+      const xz = scalar(n, i[2], 'zero point'), yz = scalar(n, i[7], 'zero point');
       if (attr(n, 'channels_last', 0) !== 1) fail(n, 'only channels_last QLinearConv is used by bundles');
       const [N, H, W, C] = x.dims as [number, number, number, number];
       const g = convGeometry(n, [N, C, H, W], w.dims);
@@ -203,8 +219,7 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
         return [{ type: 'float32', data: m, dims: [g.M] }, { type: 'int8', data: Int8Array.from({ length: g.M }, (_, k) => per(wzs, k)), dims: [g.M] }];
       }) as [DeviceTensor, DeviceTensor];
       const y = make('uint8', [g.N, g.OH, g.OW, g.M]);
-      return [whenAny(y, () => lib.qlinearConv(addr(x), scalar(n, i[2], 'zero point'), addr(w), addr(wz), addr(mult), addr(i[8]),
-        scalar(n, i[7], 'zero point'), addr(y), geometryArray(g)))];
+      return [whenAny(y, () => lib.qlinearConv(addr(x), xz, addr(w), addr(wz), addr(mult), addr(i[8]), yz, addr(y), geometryArray(g)))];
     },
   };
 
@@ -223,7 +238,22 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
     run(node, inputs) {
       const op = OPS[opKey(node)];
       if (!op) fail(node, 'not an operator of this backend');
-      return op(node, inputs);
+      made = [];
+      const t0 = profiling ? performance.now() : 0;
+      try {
+        const out = op(node, inputs);
+        if (profiling) {
+          lib.sync();
+          const p = opProfile.get(opKey(node)) ?? { calls: 0, ms: 0 };
+          opProfile.set(opKey(node), { calls: p.calls + 1, ms: p.ms + performance.now() - t0 });
+        }
+        return out;
+      } catch (err) {
+        for (const t of made) release(t);
+        throw err;
+      } finally {
+        made = [];
+      }
     },
     release,
     dispose() {

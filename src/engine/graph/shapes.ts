@@ -134,6 +134,16 @@ export function gemmShape(n: OnnxNode, a: readonly number[], b: readonly number[
   return { M, N, K, ta, tb, alpha: attr(n, 'alpha', 1), beta: attr(n, 'beta', 1) };
 }
 
+/** How Gemm's C broadcasts over its M×N output (dq.h's c_mode): 1 per column, 2 full, 3 one value, 4 per row. */
+export function gemmBias(n: OnnxNode, dims: readonly number[], M: number, N: number): 1 | 2 | 3 | 4 {
+  const c = size(dims);
+  if (c === 1) return 3;
+  if (c === M * N && (dims.length === 2 || M === 1 || N === 1) && dims.at(-1) === N) return 2;
+  if (c === N && dims.at(-1) === N) return 1;
+  if (c === M && dims.length === 2 && dims[1] === 1) return 4;
+  fail(n, `cannot broadcast C [${dims.join(', ')}] to [${M}, ${N}]`);
+}
+
 const CAST_TYPES: Readonly<Record<number, DataType>> = { 1: 'float32', 2: 'uint8', 3: 'int8', 6: 'int32', 7: 'int64', 11: 'float64' };
 
 /** Cast's target type; bundles cast integers and floats to floats only. */
