@@ -14,7 +14,7 @@ const BINARY: Readonly<Record<string, number>> = { Add: 0, Sub: 1, Mul: 2, Div: 
 const UNARY: Readonly<Record<string, number>> = { Relu: 0, Round: 1, Clip: 2 };
 
 /** A buffer in the library's memory, shared by the views of it; freed when the last is released. */
-interface DeviceBuffer { readonly ptr: Address; refs: number }
+interface DeviceBuffer { ptr: Address; refs: number }
 
 export interface DeviceTensor {
   readonly type: DataType;
@@ -58,6 +58,28 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
     const d = make(t.type, t.dims);
     if (d.buf) lib.upload(d.buf.ptr, t.data);
     return { ...d, host: t };
+  };
+  // A run's feeds are staged on the host and sent in one copy before its first operator: one wait for the device
+  // instead of one per feed (a dynamic body has about 60 small index feeds). Each feed is a view of that copy.
+  let staged: { buf: DeviceBuffer; parts: HostTensor[]; offsets: number[]; bytes: number } | null = null;
+  const stage = (t: HostTensor): DeviceTensor => {
+    if (t.data.byteLength === 0) return { type: t.type, dims: t.dims, buf: null, offset: 0, host: t };
+    staged ??= { buf: { ptr: 0, refs: 0 }, parts: [], offsets: [], bytes: 0 };
+    const offset = Math.ceil(staged.bytes / 8) * 8; // aligned for int64 and float64 feeds
+    staged.parts.push(t);
+    staged.offsets.push(offset);
+    staged.bytes = offset + t.data.byteLength;
+    staged.buf.refs++;
+    return { type: t.type, dims: t.dims, buf: staged.buf, offset, host: t };
+  };
+  const flush = (): void => {
+    if (!staged) return;
+    const s = staged;
+    staged = null;
+    const bytes = new Uint8Array(s.bytes);
+    s.parts.forEach((t, k) => bytes.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), s.offsets[k]));
+    s.buf.ptr = lib.alloc(s.bytes);
+    lib.upload(s.buf.ptr, bytes);
   };
   const hostOf = (node: OnnxNode, t: DeviceTensor, what: string): HostTensor => {
     if (!t.host) fail(node, `its ${what} must be known on the host (an initializer or a feed)`);
@@ -224,13 +246,16 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
   };
 
   const release = (t: DeviceTensor): void => {
-    if (t.buf && --t.buf.refs === 0) lib.free(t.buf.ptr);
+    if (!t.buf || --t.buf.refs > 0) return;
+    if (t.buf.ptr !== 0) lib.free(t.buf.ptr);
+    else if (staged?.buf === t.buf) staged = null; // its run failed before sending it: nothing to free, nothing to send
   };
   return {
     ops: new Set(Object.keys(OPS)),
     constant: upload,
-    input: upload,
+    input: stage,
     output(t) {
+      flush();
       const data = newArray(t.type, size(t.dims));
       if (t.buf) lib.download(data, addr(t));
       return { type: t.type, data, dims: t.dims };
@@ -238,6 +263,7 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
     run(node, inputs) {
       const op = OPS[opKey(node)];
       if (!op) fail(node, 'not an operator of this backend');
+      flush();
       made = [];
       const t0 = profiling ? performance.now() : 0;
       try {

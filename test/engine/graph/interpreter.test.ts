@@ -106,6 +106,14 @@ describe('the native backend (host build) on hand-made graphs', () => {
     expect(native).toEqual(ref);
   });
 
+  it('a run that fails before its first operator does not disturb the next one', async () => {
+    const g: OnnxGraph = { nodes: [node('Min', ['x', 'y'], ['z'])], initializers: new Map(), inputs: ['x', 'y'], outputs: ['z'] };
+    const native = new Interpreter(g, nativeBackend(loadNative('host')));
+    await expect(native.run({ x: u8([1, 2], [2]) })).rejects.toThrow(/no input y/);
+    const out = await native.run({ x: u8([1, 9], [2]), y: u8([5, 5], [2]) });
+    expect(Array.from(out['z']!.data as Uint8Array)).toEqual([1, 5]);
+  });
+
   it("Gemm's C broadcast alike: one value, per column, per row", async () => {
     const a: HostTensor = f32([1, 2, 3, 4], [2, 2]), b: HostTensor = f32([1, 0, 0, 1], [2, 2]);
     for (const c of [f32([5], [1]), f32([5, 6], [2]), f32([5, 6], [2, 1])]) {
