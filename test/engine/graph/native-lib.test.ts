@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadNative, nativeDir } from '../../../src/engine/graph/native-lib.js';
+import { loadNative, nativeDir, STICKY } from '../../../src/engine/graph/native-lib.js';
 
 describe('the host build of native/dq', () => {
   const lib = loadNative('host');
@@ -35,6 +35,17 @@ describe('the host build of native/dq', () => {
     expect(() => lib.binary(0, 2, p, p, p, BigInt64Array.from([1n]), BigInt64Array.from([0n]), BigInt64Array.from([0n]))).toThrow(/uint8 arithmetic other than Min and Max/);
     expect(() => lib.cast(0, p, 2, p, 1)).toThrow('Cast: cast to type 2');
     lib.free(p);
+  });
+});
+
+describe('CUDA faults the context cannot survive', () => {
+  it("are told apart by cudaGetErrorString's text", () => {
+    for (const sticky of ['an illegal memory access was encountered', 'unspecified launch failure', 'misaligned address', 'device-side assert triggered']) {
+      expect(STICKY.test(`kernel: ${sticky}`)).toBe(true);
+    }
+    for (const passing of ['out of memory', 'invalid argument', 'CUDA driver version is insufficient for CUDA runtime version']) {
+      expect(STICKY.test(`cudaMalloc: ${passing}`)).toBe(false);
+    }
   });
 });
 
