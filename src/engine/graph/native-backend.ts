@@ -38,11 +38,14 @@ const i64 = (xs: readonly number[]): BigInt64Array => BigInt64Array.from(xs, (v)
 
 export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
   const addr = (t: DeviceTensor | null | undefined): Address => (t?.buf ? t.buf.ptr + t.offset : 0);
+  const alloc = (type: DataType, dims: readonly number[]): DeviceTensor => {
+    const bytes = size(dims) * bytesPerElement(type);
+    return { type, dims, buf: bytes > 0 ? { ptr: lib.alloc(bytes), refs: 1 } : null, offset: 0 };
+  };
   // what the running operator has made so far: released if it fails half way
   let made: DeviceTensor[] = [];
   const make = (type: DataType, dims: readonly number[]): DeviceTensor => {
-    const bytes = size(dims) * bytesPerElement(type);
-    const t = { type, dims, buf: bytes > 0 ? { ptr: lib.alloc(bytes), refs: 1 } : null, offset: 0 };
+    const t = alloc(type, dims);
     made.push(t);
     return t;
   };
@@ -54,8 +57,9 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
     made.push(v);
     return v;
   };
+  /** A constant: kept for the session (initializers, per-node derived values), so never one of `made`. */
   const upload = (t: HostTensor): DeviceTensor => {
-    const d = make(t.type, t.dims);
+    const d = alloc(t.type, t.dims);
     if (d.buf) lib.upload(d.buf.ptr, t.data);
     return { ...d, host: t };
   };
