@@ -358,8 +358,8 @@ int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t mult, 
         const int ix = ox * g.SW - g.PL + kx;
         if (ix < 0 || ix >= g.W) continue;
         const uint8_t *xr = X + ((b * g.H + iy) * g.W + ix) * g.C;
-        const int8_t *wr = Wt + (int64_t)m * g.C * g.KH * g.KW + ky * g.KW + kx;
-        for (int c = 0; c < g.C; c++) acc += ((int32_t)xr[c] - xz) * ((int32_t)wr[(int64_t)c * g.KH * g.KW] - wzm);
+        const int8_t *wr = Wt + (((int64_t)m * g.KH + ky) * g.KW + kx) * g.C;
+        for (int c = 0; c < g.C; c++) acc += ((int32_t)xr[c] - xz) * ((int32_t)wr[c] - wzm);
       }
     }
     Y[i] = (uint8_t)clamp_u8(rintf((float)acc * MU[m]) + (float)yz);

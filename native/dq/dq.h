@@ -45,7 +45,7 @@ int dq_conv2d(uint64_t x, uint64_t w, uint64_t bias, uint64_t y, const int32_t *
 int dq_quantize(uint64_t x, uint64_t y, int64_t n, float scale, int zp);
 /**
  * Channels-last QLinearConv, uint8 × int8: acc = bias[m] + Σ (x − xz)(w − wz[m]) in int32, then
- * y = clamp(rne(f32(acc) · mult[m]) + yz, 0, 255). w is [M, C, KH, KW]; wz and mult have M entries.
+ * y = clamp(rne(f32(acc) · mult[m]) + yz, 0, 255). w is [M, KH, KW, C] (channels last, as x); wz and mult have M entries.
  */
 int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t mult, uint64_t bias, int yz, uint64_t y, const int32_t *geom);
 /** y = clamp(rne(fma(a, ra, fma(b, rb, fixed))) + zc, 0, 255), broadcast as dq_binary. */

@@ -36,6 +36,16 @@ const profiling = process.env['DQ_PROFILE'] === '1';
 
 const i64 = (xs: readonly number[]): BigInt64Array => BigInt64Array.from(xs, (v) => BigInt(v));
 
+/**
+ * Weights [M, C, taps] (ONNX's OIHW) as [M, taps, C]: the kernel then reads a tap's channels contiguously, as it reads
+ * the activations (NHWC).
+ */
+export function channelsLast(w: Int8Array, M: number, C: number, taps: number): Int8Array {
+  const out = new Int8Array(w.length);
+  for (let m = 0; m < M; m++) for (let c = 0; c < C; c++) for (let t = 0; t < taps; t++) out[(m * taps + t) * C + c] = w[(m * C + c) * taps + t] as number;
+  return out;
+}
+
 export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
   const addr = (t: DeviceTensor | null | undefined): Address => (t?.buf ? t.buf.ptr + t.offset : 0);
   const alloc = (type: DataType, dims: readonly number[]): DeviceTensor => {
@@ -236,16 +246,20 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
       if (attr(n, 'channels_last', 0) !== 1) fail(n, 'only channels_last QLinearConv is used by bundles');
       const [N, H, W, C] = x.dims as [number, number, number, number];
       const g = convGeometry(n, [N, C, H, W], w.dims);
-      const [mult, wz] = once(n, () => {
+      const [mult, wz, packed] = once(n, () => {
         const xs = scalar(n, i[1], 'scale'), ys = scalar(n, i[6], 'scale');
         const ws = numbers(n, need(n, i, 4), 'weight scales'), wzs = numbers(n, need(n, i, 5), 'weight zero points');
         const per = (xs2: number[], m: number) => xs2[xs2.length === 1 ? 0 : m] as number;
         // MLAS: the output scale per channel in float32, X_scale · W_scale / Y_scale
         const m = Float32Array.from({ length: g.M }, (_, k) => Math.fround(Math.fround(xs * per(ws, k)) / ys));
-        return [{ type: 'float32', data: m, dims: [g.M] }, { type: 'int8', data: Int8Array.from({ length: g.M }, (_, k) => per(wzs, k)), dims: [g.M] }];
-      }) as [DeviceTensor, DeviceTensor];
+        return [
+          { type: 'float32', data: m, dims: [g.M] },
+          { type: 'int8', data: Int8Array.from({ length: g.M }, (_, k) => per(wzs, k)), dims: [g.M] },
+          { type: 'int8', data: channelsLast(hostOf(n, w, 'weights').data as Int8Array, g.M, g.C, g.KH * g.KW), dims: [g.M, g.KH, g.KW, g.C] },
+        ];
+      }) as [DeviceTensor, DeviceTensor, DeviceTensor];
       const y = make('uint8', [g.N, g.OH, g.OW, g.M]);
-      return [whenAny(y, () => lib.qlinearConv(addr(x), xz, addr(w), addr(wz), addr(mult), addr(i[8]), yz, addr(y), geometryArray(g)))];
+      return [whenAny(y, () => lib.qlinearConv(addr(x), xz, addr(packed), addr(wz), addr(mult), addr(i[8]), yz, addr(y), geometryArray(g)))];
     },
   };
 
