@@ -106,6 +106,24 @@ describe('the native backend (host build) on hand-made graphs', () => {
     expect(native).toEqual(ref);
   });
 
+  it('rounds half to even in QLinearConv and QLinearAdd, as the reference (ties are too rare in real images to show it)', async () => {
+    const conv = node('QLinearConv', ['x', 'xs', 'xz', 'w', 'ws', 'wz', 'ys', 'yz', 'b'], ['c'], [['channels_last', 1], ['kernel_shape', [1, 1]]], 'com.microsoft');
+    // conv: (5·2 + 7·−1 + 2)·0.5 = 2.5 → 2; (5·1 + 7·1 − 1)·0.5 = 5.5 → 6. add: c·0.625 + c·0.625: 2.5 → 2, 7.5 → 8
+    const add = node('QLinearAdd', ['c', 'one', 'zero', 'c', 'one', 'zero', 'two', 'zero'], ['y'], [], 'com.microsoft');
+    const g: OnnxGraph = {
+      nodes: [conv, add],
+      initializers: new Map<string, HostTensor>([
+        ['xs', f32([1])], ['xz', u8([0], [])], ['w', { type: 'int8', data: Int8Array.from([2, -1, 1, 1]), dims: [2, 2, 1, 1] }],
+        ['ws', f32([0.5, 0.5], [2])], ['wz', { type: 'int8', data: Int8Array.from([0, 0]), dims: [2] }], ['ys', f32([1])], ['yz', u8([0], [])],
+        ['b', { type: 'int32', data: Int32Array.from([2, -1]), dims: [2] }], ['one', f32([1.25])], ['two', f32([2])], ['zero', u8([0], [])],
+      ]),
+      inputs: ['x'], outputs: ['c', 'y'],
+    };
+    const [ref, native] = await both(g, { x: u8([5, 7], [1, 1, 1, 2]) });
+    expect(ref).toEqual({ c: { dims: [1, 1, 1, 2], data: [2, 6] }, y: { dims: [1, 1, 1, 2], data: [2, 8] } });
+    expect(native).toEqual(ref);
+  });
+
   it('a run that fails before its first operator does not disturb the next one', async () => {
     const g: OnnxGraph = { nodes: [node('Min', ['x', 'y'], ['z'])], initializers: new Map(), inputs: ['x', 'y'], outputs: ['z'] };
     const native = new Interpreter(g, nativeBackend(loadNative('host')));
