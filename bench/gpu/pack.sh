@@ -19,5 +19,9 @@ npm run build --silent
 # split, so that the runtime the engine does not choose (onnxruntime-node) stays an unloaded chunk
 npx esbuild bench/gpu/engine.ts --bundle --splitting --platform=node --format=esm --packages=external --log-level=warning \
   --outdir=.device/bench --out-extension:.js=.mjs
+# the server benchmark carries autocannon (a dev dependency, so not in the production node_modules) inside
+npx esbuild bench/gpu/server.ts --bundle --platform=node --format=esm --log-level=warning \
+  --external:sharp --external:koffi --external:onnxruntime-node --outfile=.device/bench/server.mjs \
+  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 du -sh .device/* dist
 echo "tracked files: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes"

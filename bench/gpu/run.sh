@@ -7,13 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/dq-gpu}; mkdir -p "$OUT"
 export PATH="/usr/local/cuda/bin:$PATH"
-# xz is installed there (../shared/reference/device.md); Python's lzma if not
-if command -v xz > /dev/null; then
-  xz -dc .device/node.xz > .device/node && tar -xJf .device/node_modules.tar.xz
-else
-  python3 -c 'import lzma, shutil, sys, tarfile; shutil.copyfileobj(lzma.open(".device/node.xz"), open(".device/node", "wb")); tarfile.open(".device/node_modules.tar.xz").extractall(".")'
-fi
-chmod +x .device/node
+source bench/gpu/unpack.sh
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nvcc --version | tail -1; .device/node --version; } 2>&1 | tee "$OUT/machine.txt"
 # timeouts sum to about 570 s, inside the tool's 600 s per command
 { time timeout 90 bash native/dq/build.sh cuda; } 2>&1 | tee "$OUT/build.txt"
