@@ -5,7 +5,7 @@
 import { opKey, type Backend } from './interpreter.js';
 import { newArray, type DataType, type HostTensor, type OnnxNode, type TypedData } from './onnx.js';
 import {
-  around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmBias, gemmShape, need, poolGeometry, reducePlan, reshapeDims,
+  around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmBias, gemmShape, need, qlinearAddConstants, qlinearConvConstants, poolGeometry, reducePlan, reshapeDims,
   size, splitSizes, transposeShape, withAxis,
 } from './shapes.js';
 
@@ -247,30 +247,29 @@ const OPS: Readonly<Record<string, Op>> = {
   'com.microsoft.QLinearAdd': (n, i) => {
     const a = need(n, i, 0), b = need(n, i, 3);
     const [sa, za, sb, zb, sc, zc] = [1, 2, 4, 5, 6, 7].map((k) => (i[k] ? scalar(i[k] as HostTensor) : 0)) as [number, number, number, number, number, number];
-    // MLAS's AVX2 kernel: ratios and the fixed term in float32, two fused multiply-adds, one rounding
-    // (a float64 product of a uint8 and a float32 is exact, and so is the sum here: training/int8.py `qadd`)
-    const ra = f32(sa / sc), rb = f32(sb / sc), fixed = f32(-(ra * za + rb * zb));
+    // MLAS's AVX2 kernel: two fused multiply-adds, one rounding (a float64 product of a uint8 and a float32 is exact,
+    // and so is the sum here: training/int8.py `qadd`)
+    const { ra, rb, fixed } = qlinearAddConstants(sa, za, sb, zb, sc);
     return [broadcast(a, b, (x, y) => Math.min(255, Math.max(0, rne(f32(x * ra + f32(y * rb + fixed))) + zc)))];
   },
   'com.microsoft.QLinearConv': (n, i) => {
     const x = need(n, i, 0), w = need(n, i, 3);
     if (attr(n, 'channels_last', 0) !== 1) fail(n, 'only channels_last QLinearConv is used by bundles');
     const xs = scalar(need(n, i, 1)), xz = scalar(need(n, i, 2));
-    const ws = need(n, i, 4).data as Float32Array, wz = need(n, i, 5).data as Int8Array;
     const ys = scalar(need(n, i, 6)), yz = scalar(need(n, i, 7));
     const bias = i[8]?.data as Int32Array | undefined;
     const [N, H, W, C] = x.dims as [number, number, number, number];
     const g = convGeometry(n, [N, C, H, W], w.dims);
     const X = x.data as Uint8Array, Wt = w.data as Int8Array;
     const out = new Uint8Array(g.N * g.OH * g.OW * g.M);
-    // MLAS: the output scale in float32, the int32 accumulator (+ bias) to float32, scaled, rounded half to even
-    const mult = Array.from(ws, (s) => f32(f32(xs * s) / ys));
+    // MLAS: the int32 accumulator (+ bias) to float32, scaled, rounded half to even
+    const { mult, wz } = qlinearConvConstants(xs, need(n, i, 4).data as Float32Array, need(n, i, 5).data as Int8Array, ys, g.M);
     for (let b = 0; b < N; b++) {
       for (let y = 0; y < g.OH; y++) {
         for (let xo = 0; xo < g.OW; xo++) {
           for (let m = 0; m < g.M; m++) {
             let acc = bias ? (bias[m] as number) : 0;
-            const wzm = (wz.length === 1 ? wz[0] : wz[m]) as number;
+            const wzm = wz[m] as number;
             for (let ky = 0; ky < g.KH; ky++) {
               const iy = y * g.SH - g.PT + ky;
               if (iy < 0 || iy >= H) continue;
@@ -281,7 +280,7 @@ const OPS: Readonly<Record<string, Op>> = {
                 for (let c = 0; c < C; c++) acc += ((X[xrow + c] as number) - xz) * ((Wt[((m * C + c) * g.KH + ky) * g.KW + kx] as number) - wzm);
               }
             }
-            const v = rne(f32(f32(acc) * (mult[mult.length === 1 ? 0 : m] as number))) + yz;
+            const v = rne(f32(f32(acc) * (mult[m] as number))) + yz;
             out[((b * g.OH + y) * g.OW + xo) * g.M + m] = Math.min(255, Math.max(0, v));
           }
         }

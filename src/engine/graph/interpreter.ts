@@ -47,7 +47,9 @@ export class Interpreter<T> implements GraphSession {
     const last = new Map<string, number>();
     graph.nodes.forEach((n, k) => n.inputs.forEach((i) => last.set(i, k)));
     const kept = new Set([...graph.outputs, ...graph.initializers.keys(), '']);
-    this.dying = graph.nodes.map((_, k) => [...last].filter(([name, at]) => at === k && !kept.has(name)).map(([name]) => name));
+    const dying = graph.nodes.map((): string[] => []);
+    for (const [name, at] of last) if (!kept.has(name)) dying[at]?.push(name);
+    this.dying = dying;
     this.inputNames = graph.inputs;
     this.outputNames = graph.outputs;
   }

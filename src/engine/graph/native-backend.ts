@@ -5,7 +5,7 @@ import { opKey, type Backend } from './interpreter.js';
 import type { Address, NativeLib } from './native-lib.js';
 import { bytesPerElement, newArray, type DataType, type HostTensor, type OnnxNode } from './onnx.js';
 import {
-  around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmBias, gemmShape, geometryArray, need, poolGeometry, reducePlan,
+  around, attr, broadcastShape, castTarget, convGeometry, fail, flattenDims, gemmBias, gemmShape, geometryArray, need, qlinearAddConstants, qlinearConvConstants, poolGeometry, reducePlan,
   reshapeDims, size, splitSizes, transposeShape, withAxis,
 } from './shapes.js';
 
@@ -233,9 +233,7 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
     'com.microsoft.QLinearAdd': (n, i) => {
       const a = need(n, i, 0), b = need(n, i, 3);
       const [sa, za, sb, zb, sc, zc] = [1, 2, 4, 5, 6, 7].map((k) => scalar(n, i[k], 'scale or zero point'));
-      // as the reference backend (host-backend.ts): MLAS's float32 ratios and fixed term
-      const ra = Math.fround((sa as number) / (sc as number)), rb = Math.fround((sb as number) / (sc as number));
-      const fixed = Math.fround(-(ra * (za as number) + rb * (zb as number)));
+      const { ra, rb, fixed } = qlinearAddConstants(sa as number, za as number, sb as number, zb as number, sc as number);
       const { dims, sa: stA, sb: stB } = broadcastShape(a.dims, b.dims);
       const y = make('uint8', dims);
       return [whenAny(y, () => lib.qlinearAdd(addr(a), addr(b), addr(y), i64(dims), i64(stA), i64(stB), ra, rb, fixed, zc as number))];
@@ -248,13 +246,10 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
       const g = convGeometry(n, [N, C, H, W], w.dims);
       const [mult, wz, packed] = once(n, () => {
         const xs = scalar(n, i[1], 'scale'), ys = scalar(n, i[6], 'scale');
-        const ws = numbers(n, need(n, i, 4), 'weight scales'), wzs = numbers(n, need(n, i, 5), 'weight zero points');
-        const per = (xs2: number[], m: number) => xs2[xs2.length === 1 ? 0 : m] as number;
-        // MLAS: the output scale per channel in float32, X_scale · W_scale / Y_scale
-        const m = Float32Array.from({ length: g.M }, (_, k) => Math.fround(Math.fround(xs * per(ws, k)) / ys));
+        const c = qlinearConvConstants(xs, numbers(n, need(n, i, 4), 'weight scales'), numbers(n, need(n, i, 5), 'weight zero points'), ys, g.M);
         return [
-          { type: 'float32', data: m, dims: [g.M] },
-          { type: 'int8', data: Int8Array.from({ length: g.M }, (_, k) => per(wzs, k)), dims: [g.M] },
+          { type: 'float32', data: c.mult, dims: [g.M] },
+          { type: 'int8', data: c.wz, dims: [g.M] },
           { type: 'int8', data: channelsLast(hostOf(n, w, 'weights').data as Int8Array, g.M, g.C, g.KH * g.KW), dims: [g.M, g.KH, g.KW, g.C] },
         ];
       }) as [DeviceTensor, DeviceTensor, DeviceTensor];

@@ -1,5 +1,5 @@
-// What every backend of the interpreter derives alike from a node and its inputs' dims: attributes, output
-// shapes, broadcast strides, convolution geometry. The arithmetic itself is each backend's.
+// What every backend of the interpreter derives alike from a node and its inputs: attributes, output shapes,
+// broadcast strides, convolution geometry, and MLAS's requantisation constants. The loops are each backend's.
 import { DqError } from '../../errors.js';
 import type { AttributeValue, DataType, OnnxNode } from './onnx.js';
 
@@ -142,6 +142,24 @@ export function gemmBias(n: OnnxNode, dims: readonly number[], M: number, N: num
   if (c === N && dims.at(-1) === N) return 1;
   if (c === M && dims.length === 2 && dims[1] === 1) return 4;
   fail(n, `cannot broadcast C [${dims.join(', ')}] to [${M}, ${N}]`);
+}
+
+/** QLinearAdd as MLAS's AVX2 kernel sets it up: the two ratios and the fixed term, each rounded to float32. */
+export function qlinearAddConstants(sa: number, za: number, sb: number, zb: number, sc: number): { ra: number; rb: number; fixed: number } {
+  const ra = Math.fround(sa / sc), rb = Math.fround(sb / sc);
+  return { ra, rb, fixed: Math.fround(-(ra * za + rb * zb)) };
+}
+
+/**
+ * QLinearConv's per-output-channel constants, per-tensor values repeated: MLAS's multiplier X_scale · W_scale / Y_scale
+ * in float32, and the weight zero point.
+ */
+export function qlinearConvConstants(xs: number, ws: ArrayLike<number>, wz: ArrayLike<number>, ys: number, M: number): { mult: Float32Array; wz: Int8Array } {
+  const per = (v: ArrayLike<number>, m: number) => v[v.length === 1 ? 0 : m] as number;
+  return {
+    mult: Float32Array.from({ length: M }, (_, m) => Math.fround(Math.fround(xs * per(ws, m)) / ys)),
+    wz: Int8Array.from({ length: M }, (_, m) => per(wz, m)),
+  };
 }
 
 const CAST_TYPES: Readonly<Record<number, DataType>> = { 1: 'float32', 2: 'uint8', 3: 'int8', 6: 'int32', 7: 'int64', 11: 'float64' };
