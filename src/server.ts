@@ -58,10 +58,19 @@ export async function startServer(config: Config, logger: Logger = createLogger(
 }
 
 /**
- * `dqserve serve`: start, and drain on SIGTERM/SIGINT. Past config.drainTimeoutMs the requests still pending
- * are answered 503 and, once those are written (50 ms at most), the process ends by the signal it got (its
- * default action): process.exit() would first wait for the decodes already running in libvips's threads,
- * which cannot be cancelled.
+ * When the drain gives up: the deadline bounds the exit, so the pending requests' 503s (written within 50 ms)
+ * and the process's teardown (a few tens of ms with large decodes in memory) must fit before it: 100 ms
+ * early, or a tenth of a shorter deadline (measured: failing at the deadline itself exited 76-103 ms late).
+ */
+export function failAt(drainTimeoutMs: number): number {
+  return drainTimeoutMs - Math.min(100, drainTimeoutMs / 10);
+}
+
+/**
+ * `dqserve serve`: start, and drain on SIGTERM/SIGINT. Shortly before config.drainTimeoutMs (failAt) the
+ * requests still pending are answered 503 and, once those are written (50 ms at most), the process ends by the
+ * signal it got (its default action): process.exit() would first wait for the decodes already running in
+ * libvips's threads, which cannot be cancelled.
  */
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger(config);
@@ -88,7 +97,7 @@ export async function serve(config: Config): Promise<void> {
       logger.error({ drain_timeout_ms: config.drainTimeoutMs, failed: failed.count }, 'drain deadline passed: pending requests answered 503, exiting');
       // once the 503s are written (a few ms), or 50 ms at most
       void Promise.race([failed.flushed, new Promise((r) => setTimeout(r, 50))]).then(() => die((signal as NodeJS.Signals | undefined) ?? 'SIGTERM'));
-    }, config.drainTimeoutMs);
+    }, failAt(config.drainTimeoutMs));
     await server.close();
     clearTimeout(deadline);
     // Returning would let close-with-grace call process.exit(), which waits for running decodes: wait for die().

@@ -20,4 +20,14 @@ describe('error catalogue', () => {
     expect(errorBody(new DqError('DQ_ERR_SERVER_INTERNAL', 'secret path /x'))).toEqual({ error: 'internal server error', code: 'DQ_ERR_SERVER_INTERNAL' });
     expect(errorBody(new DqError('DQ_ERR_MODEL_NOT_FOUND', 'foo')).error).toBe('unknown model: foo');
   });
+
+  it('only faults carry a stack trace (shedding and client errors are too many to pay for one), and the limit is restored', () => {
+    const frames = (e: Error) => (e.stack ?? '').split('\n').filter((l) => l.trimStart().startsWith('at ')).length;
+    const limit = Error.stackTraceLimit;
+    expect(frames(new DqError('DQ_ERR_ENGINE_FAILED'))).toBeGreaterThan(0);
+    expect(frames(new DqError('DQ_ERR_QUEUE_FULL', 'no room'))).toBe(0);
+    expect(frames(new DqError('DQ_ERR_REQUEST_INVALID'))).toBe(0);
+    expect(new DqError('DQ_ERR_QUEUE_FULL', 'no room').stack).toContain('inference queue is full, retry later: no room');
+    expect(Error.stackTraceLimit).toBe(limit);
+  });
 });

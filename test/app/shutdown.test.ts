@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
+import { failAt } from '../../src/server.js';
 import { PHOTOS_DIR, REPO_ROOT } from '../helpers/paths.js';
 
 const rocket = readFileSync(join(PHOTOS_DIR, 'rocket.jpg'));
@@ -98,6 +99,12 @@ describe('SIGTERM', () => {
     expect(statuses.every((s) => s === 200 || s === 503)).toBe(true); // answered or failed cleanly: none reset
     expect(statuses).toContain(503);
   }, 60_000);
+});
+
+describe('drain deadline', () => {
+  it('gives up early enough for the 503s and the teardown to end within it: 100 ms, or a tenth of a short one', () => {
+    expect([failAt(10_000), failAt(1000), failAt(500), failAt(0)]).toEqual([9900, 900, 450, 0]);
+  });
 });
 
 describe('npm start', () => {

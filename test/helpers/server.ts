@@ -1,14 +1,14 @@
 // A real server on 127.0.0.1 with an ephemeral port, built by the same startServer as `dqserve serve`.
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { loadConfig, type ConfigKey } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { hasDynamicBundle, MODELS_DIR } from './paths.js';
 
 // Event-loop shedding is off unless a test asks for it: the server shares this thread with the test's own
 // synchronous work (building a 50 MB gzip bomb, encoding images), which it would rightly count as a stall.
-export async function startTestServer(overrides: Partial<Record<ConfigKey, unknown>> = {}): Promise<RunningServer> {
+export async function startTestServer(overrides: Partial<Record<ConfigKey, unknown>> = {}, logger: Logger = pino({ level: 'silent' })): Promise<RunningServer> {
   const config = loadConfig({ host: '127.0.0.1', port: 0, logLevel: 'silent', engine: 'fake', maxEventLoopDelayMs: 0, ...overrides }, { NODE_ENV: 'test' });
-  const server = await startServer(config, pino({ level: 'silent' }));
+  const server = await startServer(config, logger);
   await server.warm;
   return server;
 }

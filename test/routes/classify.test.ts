@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/server.js';
 import { cifarSample } from '../helpers/cifar.js';
@@ -203,7 +204,9 @@ describe('admission before work', () => {
   it('with the queue full, a request is refused with 503 + Retry-After before its image is decoded', async () => {
     // one image at a time, 1.5 s each, one waiting: the third request finds no room (32×32 images decode in
     // about a millisecond, so the waits below leave a wide margin on a loaded machine)
-    const busy = await startTestServer({ fakeEngineDelayMs: 1500, maxBatchSize: 1, maxQueueSize: 1, instanceCount: 1, maxQueueDelayMicroseconds: 0 });
+    const lines: Array<{ level: number; msg: string; code?: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const busy = await startTestServer({ fakeEngineDelayMs: 1500, maxBatchSize: 1, maxQueueSize: 1, instanceCount: 1, maxQueueDelayMicroseconds: 0 }, logger);
     const [a, b] = await cifarSample(2);
     try {
       const running = postImage(busy.url, a!.bytes);
@@ -217,6 +220,11 @@ describe('admission before work', () => {
       expect(refused.headers.get('retry-after')).toBe('1');
       expect([(await running).status, (await waiting).status]).toEqual([200, 200]);
       expect((await postImage(busy.url, Buffer.from('not an image'))).status).toBe(415); // with room again
+      // shedding is counted, not logged: under overload a line per refused request cost a third of the
+      // goodput (docs/reliability.md); a client's mistake is still logged at info
+      const byCode = (code: string) => lines.filter((l) => l.code === code).map((l) => l.level);
+      expect(byCode('DQ_ERR_QUEUE_FULL')).toEqual([]);
+      expect(byCode('DQ_ERR_PREPROCESS_UNSUPPORTED_FORMAT')).toEqual([30]);
     } finally {
       await busy.close();
     }

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
-import { DqError, errorBody, isDqError, type ErrorCode } from '../../errors.js';
+import { DqError, errorBody, isDqError, isFault, type ErrorCode } from '../../errors.js';
 
 const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'DQ_ERR_REQUEST_TOO_LARGE',
@@ -65,7 +65,10 @@ export function installErrorHandlers(app: FastifyInstance): void {
       const type = request.headers['content-type'];
       dq = new DqError(dq.code, `${type ? `${type.split(';')[0]} is not accepted here; ` : ''}${acceptedTypes(request.url)}`, { cause: err });
     }
-    if (dq.statusCode >= 500) request.log.error({ err, code: dq.code }, 'request failed');
+    // Shedding (503) is counted in dqserve_requests_total{reason}, not logged at info: under overload it would
+    // write a line per refused request, thousands a second, when the server most needs its CPU.
+    if (isFault(dq.statusCode)) request.log.error({ err, code: dq.code }, 'request failed');
+    else if (dq.statusCode === 503) request.log.debug({ code: dq.code, detail: dq.message }, 'request shed');
     else request.log.info({ code: dq.code, detail: dq.message }, 'request rejected');
     return sendError(reply, dq);
   });
