@@ -49,6 +49,8 @@ export const ERRORS = {
 
   // Server faults (details are logged, never sent)
   DQ_ERR_ENGINE_FAILED: { status: 500, message: 'inference failed' },
+  // A fault that leaves the device unusable for the rest of the process (CUDA's "sticky" errors): liveness fails.
+  DQ_ERR_ENGINE_LOST: { status: 500, message: 'the GPU is lost to this process; the server must be restarted' },
   DQ_ERR_SERVER_INTERNAL: { status: 500, message: 'internal server error' },
 
   // Start-up (never reach a client)

@@ -2,6 +2,7 @@
 // backend only defers it with setImmediate), and so are the native operators' waits for the GPU, so running either
 // on the main thread would stall HTTP and sharp for a whole batch. Messages: load, warmup, infer, close (see worker-engine.ts).
 import { parentPort } from 'node:worker_threads';
+import { isDqError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { SampleOptions } from './engine.js';
 import { GraphEngine } from './graph-engine.js';
@@ -13,7 +14,8 @@ export type WorkerRequest =
   | { id: number; type: 'infer'; input: Uint8Array; batchSize: number; options: SampleOptions[] }
   | { id: number; type: 'close' };
 
-export type WorkerReply = { id: number; ok: true; value?: unknown } | { id: number; ok: false; error: { message: string; code?: string } };
+/** A failure crosses the thread as data: a DqError's code and detail (the main thread rebuilds it), else a message. */
+export type WorkerReply = { id: number; ok: true; value?: unknown } | { id: number; ok: false; error: { message: string; code?: string; detail?: string } };
 
 let engine: GraphEngine | undefined;
 const port = parentPort;
@@ -23,8 +25,10 @@ port.on('message', (msg: WorkerRequest) => {
   void handle(msg).then(
     ([value, transfer]) => port.postMessage({ id: msg.id, ok: true, value } satisfies WorkerReply, transfer),
     (err: unknown) => {
-      const e = err as { message?: string; code?: string };
-      port.postMessage({ id: msg.id, ok: false, error: { message: e?.message ?? String(err), ...(e?.code ? { code: e.code } : {}) } } satisfies WorkerReply);
+      const error = isDqError(err)
+        ? { message: err.message, code: err.code, ...(err.detail !== undefined ? { detail: err.detail } : {}) }
+        : { message: err instanceof Error ? err.message : String(err) };
+      port.postMessage({ id: msg.id, ok: false, error } satisfies WorkerReply);
     },
   );
 });

@@ -47,8 +47,10 @@ export interface Engine {
   readonly sampleSize: number;
   /** `input` holds `batchSize` images, uint8 RGB, NHWC, at the model's size (the graph normalises them). */
   infer(input: Uint8Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput>;
-  /** False while no instance can run a batch (every worker thread crashed and is being restarted). */
+  /** False while no instance can run a batch (every worker thread crashed and is being restarted), or once lost. */
   readonly healthy: boolean;
+  /** Why the device is unusable for the rest of the process (DQ_ERR_ENGINE_LOST), else null: liveness fails. */
+  readonly lost: string | null;
   /** Runs every bit-width path once; the model is not ready before this resolves. */
   warmup(): Promise<void>;
   close(): Promise<void>;

@@ -24,6 +24,8 @@ export class FakeEngine implements Engine {
   maxConcurrent = 0;
   /** Tests set it false to act out an engine whose every worker crashed. */
   healthy = true;
+  /** Tests set it to act out a lost GPU. */
+  lost: string | null = null;
   private running = 0;
   private readonly layout: EngineLayout;
   private readonly delayMs: number;

@@ -24,6 +24,8 @@ export class GraphEngine implements Engine {
   readonly sampleSize: number;
   /** In-process: it lives and dies with its thread (WorkerEngine watches the threads). */
   readonly healthy = true;
+  /** Its operators throw DQ_ERR_ENGINE_LOST; WorkerEngine, which hosts it, records the loss. */
+  readonly lost = null;
   private readonly layout: EngineLayout;
   private readonly sessions: Sessions;
 

@@ -22,7 +22,7 @@ class WorkerHandle {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
 
-  constructor(onExit: (code: number) => void) {
+  constructor(onExit: (code: number) => void, onLost: (why: string) => void) {
     this.worker = import.meta.url.endsWith('.ts') ? tsWorker() : new Worker(new URL('./engine-worker.js', import.meta.url));
     this.worker.on('message', (reply: WorkerReply) => {
       const p = this.pending.get(reply.id);
@@ -30,8 +30,10 @@ class WorkerHandle {
       this.pending.delete(reply.id);
       if (reply.ok) p.resolve(reply.value);
       else {
-        const code = reply.error.code && reply.error.code in ERRORS ? (reply.error.code as ErrorCode) : 'DQ_ERR_ENGINE_FAILED';
-        p.reject(new DqError(code, reply.error.message));
+        const { code, detail, message } = reply.error;
+        const err = code && code in ERRORS ? new DqError(code as ErrorCode, detail) : new DqError('DQ_ERR_ENGINE_FAILED', message);
+        if (err.code === 'DQ_ERR_ENGINE_LOST') onLost(detail ?? message);
+        p.reject(err);
       }
     });
     this.worker.on('error', (err) => this.failAll(err));
@@ -74,6 +76,8 @@ export interface WorkerEngineEvents {
   onWorkerExit?(code: number): void;
   /** Starting the fresh worker failed; another try follows after `retryInMs`. */
   onRestartFailed?(err: unknown, retryInMs: number): void;
+  /** The device was lost (DQ_ERR_ENGINE_LOST): no worker of this process can use it again. Once. */
+  onLost?(why: string): void;
 }
 
 const RESTART_BACKOFF_MS = [500, 1000, 2000, 5000, 10_000, 30_000];
@@ -86,6 +90,8 @@ export class WorkerEngine implements Engine {
   private readonly workers: WorkerHandle[] = [];
   private closing = false;
   private warmed = false;
+  /** Set by the first DQ_ERR_ENGINE_LOST: restarting a worker cannot help, as the device is the process's. */
+  lost: string | null = null;
   /** Replacements being started (close() waits for them). */
   private readonly starting = new Set<Promise<void>>();
 
@@ -119,7 +125,14 @@ export class WorkerEngine implements Engine {
 
   /** A worker with the bundle loaded; when it exits while serving, another takes its place. */
   private async spawn(): Promise<WorkerHandle> {
-    const w: WorkerHandle = new WorkerHandle((code) => this.replace(w, code));
+    const w: WorkerHandle = new WorkerHandle(
+      (code) => this.replace(w, code),
+      (why) => {
+        if (this.lost !== null) return;
+        this.lost = why;
+        this.events.onLost?.(why);
+      },
+    );
     try {
       await w.call({ type: 'load', dir: this.dir, manifest: this.manifest, runtime: this.runtime });
       if (this.warmed) await w.call({ type: 'warmup' });
@@ -150,9 +163,9 @@ export class WorkerEngine implements Engine {
     void starting.finally(() => this.starting.delete(starting));
   }
 
-  /** At least one worker can run a batch (false while every worker is being restarted). */
+  /** At least one worker can run a batch (false while every worker is being restarted, and once lost). */
   get healthy(): boolean {
-    return this.workers.some((w) => w.alive);
+    return this.lost === null && this.workers.some((w) => w.alive);
   }
 
   async infer(input: Uint8Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {

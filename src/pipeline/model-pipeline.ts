@@ -113,7 +113,12 @@ export class ModelPipeline {
 
   /** Warmed up, and the engine can run a batch (not while every worker is being restarted after a crash). */
   get ready(): boolean {
-    return this.warm && this.engine.healthy;
+    return this.warm && this.engine.healthy && this.engine.lost === null;
+  }
+
+  /** Why this model's device is unusable for the rest of the process (liveness fails), else null. */
+  get lost(): string | null {
+    return this.engine.lost;
   }
 
   get pending(): number {
@@ -172,7 +177,8 @@ export class ModelPipeline {
 
   private async run(images: readonly Buffer[], options: ClassifyOptions): Promise<ClassifyResult[]> {
     if (!this.ready) {
-      throw new DqError('DQ_ERR_MODEL_NOT_READY', this.warm ? 'engine restarting after a worker exited' : undefined, { retryAfterS: this.retryAfterS });
+      const why = this.engine.lost !== null ? 'the GPU is lost to this server, which must be restarted' : this.warm ? 'engine restarting after a worker exited' : undefined;
+      throw new DqError('DQ_ERR_MODEL_NOT_READY', why, { retryAfterS: this.retryAfterS });
     }
     this.checkOptions(options);
     const start = performance.now();

@@ -14,6 +14,7 @@ import { ModelPipeline } from './model-pipeline.js';
 export interface RegistryLogger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
+  fatal(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
 }
 
@@ -60,6 +61,12 @@ export class ModelRegistry {
 
   get ready(): boolean {
     return this.all().every((p) => p.ready);
+  }
+
+  /** The first model whose device is lost for the rest of the process (liveness fails), else null. */
+  get lost(): { model: string; why: string } | null {
+    const p = this.all().find((m) => m.lost !== null);
+    return p ? { model: `${p.name}/${p.version}`, why: p.lost as string } : null;
   }
 
   async close(): Promise<void> {
@@ -125,6 +132,7 @@ export async function loadRegistry(config: Config, log: RegistryLogger, recorder
           recorder?.onEngineRestart(m.name, m.version);
         },
         onRestartFailed: (err, retryInMs) => log.error({ ...where, err, retryInMs }, 'engine worker failed to start'),
+        onLost: (why) => log.fatal({ ...where, why }, 'GPU lost to this process: readiness and liveness now fail, so that the orchestrator restarts the server'),
       },
     );
     const p = new ModelPipeline(engine, pipelineOptions);

@@ -71,6 +71,22 @@ describe.skipIf(!hasDynamicBundle)('WorkerEngine restarts a worker that exited',
     }
   }, 120_000);
 
+  it('a lost GPU (DQ_ERR_ENGINE_LOST from a worker) makes the engine unhealthy for good: no restart can cure it', async () => {
+    manifest ??= (await loadBundle(DYNAMIC_BUNDLE, { verifyChecksums: false })).manifest;
+    const lost: string[] = [];
+    const e = (engine = await WorkerEngine.load(DYNAMIC_BUNDLE, manifest, opts, 2, { onLost: (why) => lost.push(why) }));
+    // The worker's reply to a batch, as engine-worker.ts sends it when the native operators report a sticky fault
+    // (there is no GPU here to fault): code and detail cross the thread, and the main thread rebuilds the error.
+    const handle = (e as unknown as { workers: { worker: Worker; pending: Map<number, unknown> }[] }).workers[0]!;
+    const batch = run(e);
+    const [id] = [...handle.pending.keys()];
+    handle.worker.emit('message', { id, ok: false, error: { message: 'x', code: 'DQ_ERR_ENGINE_LOST', detail: 'QLinearConv: unspecified launch failure' } });
+    await expect(batch).rejects.toMatchObject({ code: 'DQ_ERR_ENGINE_LOST', message: 'the GPU is lost to this process; the server must be restarted: QLinearConv: unspecified launch failure' });
+    expect(lost).toEqual(['QLinearConv: unspecified launch failure']);
+    expect(e.lost).toBe('QLinearConv: unspecified launch failure');
+    expect(e.healthy).toBe(false); // although both threads still run
+  }, 120_000);
+
   it('keeps serving on the other instances meanwhile, and close() finishes', async () => {
     manifest ??= (await loadBundle(DYNAMIC_BUNDLE, { verifyChecksums: false })).manifest;
     const e = (engine = await WorkerEngine.load(DYNAMIC_BUNDLE, manifest, opts, 2));

@@ -46,6 +46,26 @@ const loaded = new Map<NativeKind, NativeLib>();
 /** cudaGetErrorString's texts for the errors after which the CUDA context cannot be used again. */
 export const STICKY = /illegal memory access|illegal instruction|misaligned address|unspecified launch failure|device-side assert|uncorrectable ECC|invalid program counter|hardware stack error/;
 
+/**
+ * The check every operator's return code goes through. After a fault in a kernel CUDA refuses every later call
+ * of the process ("sticky" errors): that is DQ_ERR_ENGINE_LOST (the server's liveness fails, so that an
+ * orchestrator restarts it), and the first cause is kept and repeated, so that logs name it rather than the many
+ * failures it brings.
+ */
+export function checker(lastError: () => string): (what: string, rc: number) => void {
+  let lost: string | null = null;
+  return (what, rc) => {
+    if (lost) throw new DqError('DQ_ERR_ENGINE_LOST', lost);
+    if (rc === 0) return;
+    const why = `${what}: ${lastError()}`;
+    if (STICKY.test(why)) {
+      lost = why;
+      throw new DqError('DQ_ERR_ENGINE_LOST', why);
+    }
+    throw new DqError('DQ_ERR_ENGINE_FAILED', why);
+  };
+}
+
 /** Loads and initialises the library once per thread; a machine that cannot run it gets one clear line. */
 export function loadNative(kind: NativeKind, device = 0): NativeLib {
   const cached = loaded.get(kind);
@@ -63,16 +83,7 @@ export function loadNative(kind: NativeKind, device = 0): NativeLib {
   }
   const f = (proto: string) => lib.func(proto);
   const lastError = f('const char *dq_last_error(void)') as () => string;
-  // After a fault in a kernel CUDA refuses every later call of the process ("sticky" errors): the first one is
-  // kept and repeated, so that logs name the cause rather than the many failures it brings.
-  let lost: string | null = null;
-  const check = (what: string, rc: number): void => {
-    if (lost) throw new DqError('DQ_ERR_ENGINE_FAILED', `the CUDA context is lost (${lost}): restart the server`);
-    if (rc === 0) return;
-    const why = `${what}: ${lastError()}`;
-    if (STICKY.test(why)) lost = why;
-    throw new DqError('DQ_ERR_ENGINE_FAILED', why);
-  };
+  const check = checker(lastError);
   // every operator returns 0, or -1 with dq_last_error()
   const call = (what: string, proto: string) => {
     const fn = f(proto) as (...args: unknown[]) => number;

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadNative, nativeDir, STICKY } from '../../../src/engine/graph/native-lib.js';
+import { checker, loadNative, nativeDir, STICKY } from '../../../src/engine/graph/native-lib.js';
 
 describe('the host build of native/dq', () => {
   const lib = loadNative('host');
@@ -46,6 +46,18 @@ describe('CUDA faults the context cannot survive', () => {
     for (const passing of ['out of memory', 'invalid argument', 'CUDA driver version is insufficient for CUDA runtime version']) {
       expect(STICKY.test(`cudaMalloc: ${passing}`)).toBe(false);
     }
+  });
+
+  it('a passing failure is DQ_ERR_ENGINE_FAILED and later calls work; a sticky one is DQ_ERR_ENGINE_LOST for every later call, naming the first cause', () => {
+    let last = 'out of memory';
+    const check = checker(() => last);
+    expect(() => check('cudaMalloc', -1)).toThrow(expect.objectContaining({ code: 'DQ_ERR_ENGINE_FAILED', detail: 'cudaMalloc: out of memory' }));
+    expect(() => check('Conv', 0)).not.toThrow();
+    last = 'unspecified launch failure';
+    expect(() => check('QLinearConv', -1)).toThrow(expect.objectContaining({ code: 'DQ_ERR_ENGINE_LOST', detail: 'QLinearConv: unspecified launch failure' }));
+    last = 'invalid argument'; // what CUDA then says for everything
+    expect(() => check('Gemm', 0)).toThrow(expect.objectContaining({ code: 'DQ_ERR_ENGINE_LOST', detail: 'QLinearConv: unspecified launch failure' }));
+    expect(() => check('Gemm', -1)).toThrow(expect.objectContaining({ code: 'DQ_ERR_ENGINE_LOST', detail: 'QLinearConv: unspecified launch failure' }));
   });
 });
 
