@@ -305,6 +305,16 @@ struct Geom {
   int N, C, H, W, M, KH, KW, SH, SW, PT, PL, OH, OW;
 };
 Geom geom_of(const int32_t *g) { return Geom{g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12]}; }
+
+// The part of the kernel that output (oy, ox) lays on the unpadded input: rows [ky0, ky1), columns [kx0, kx1)
+// (padding adds nothing to either convolution), and the input row and column of kernel position (0, 0).
+struct Window {
+  int ky0, ky1, kx0, kx1, iy0, ix0;
+};
+DQ_FN inline Window window_of(const Geom &g, int oy, int ox) {
+  const int iy0 = oy * g.SH - g.PT, ix0 = ox * g.SW - g.PL;
+  return Window{iy0 < 0 ? -iy0 : 0, g.H - iy0 < g.KH ? g.H - iy0 : g.KH, ix0 < 0 ? -ix0 : 0, g.W - ix0 < g.KW ? g.W - ix0 : g.KW, iy0, ix0};
+}
 }  // namespace
 
 int dq_conv2d(uint64_t x, uint64_t w, uint64_t bias, uint64_t y, const int32_t *geom) {
@@ -316,17 +326,12 @@ int dq_conv2d(uint64_t x, uint64_t w, uint64_t bias, uint64_t y, const int32_t *
   return each(n, DQ_LAMBDA(int64_t i) {
     const int ox = (int)(i % g.OW), oy = (int)(i / g.OW % g.OH), m = (int)(i / ((int64_t)g.OW * g.OH) % g.M);
     const int64_t b = i / ((int64_t)g.OW * g.OH * g.M);
+    const Window w = window_of(g, oy, ox);
     double s = B ? (double)B[m] : 0.0;
     for (int c = 0; c < g.C; c++)
-      for (int ky = 0; ky < g.KH; ky++) {
-        const int iy = oy * g.SH - g.PT + ky;
-        if (iy < 0 || iy >= g.H) continue;
-        for (int kx = 0; kx < g.KW; kx++) {
-          const int ix = ox * g.SW - g.PL + kx;
-          if (ix < 0 || ix >= g.W) continue;
-          s += (double)X[((b * g.C + c) * g.H + iy) * g.W + ix] * (double)Wt[((m * g.C + c) * g.KH + ky) * g.KW + kx];
-        }
-      }
+      for (int ky = w.ky0; ky < w.ky1; ky++)
+        for (int kx = w.kx0; kx < w.kx1; kx++)
+          s += (double)X[((b * g.C + c) * g.H + w.iy0 + ky) * g.W + w.ix0 + kx] * (double)Wt[((m * g.C + c) * g.KH + ky) * g.KW + kx];
     Y[i] = (float)s;
   });
 }
@@ -349,19 +354,15 @@ int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t mult, 
   return each(n, DQ_LAMBDA(int64_t i) {
     const int m = (int)(i % g.M), ox = (int)(i / g.M % g.OW), oy = (int)(i / ((int64_t)g.M * g.OW) % g.OH);
     const int64_t b = i / ((int64_t)g.M * g.OW * g.OH);
+    const Window w = window_of(g, oy, ox);
     const int wzm = WZ[m];
     int32_t acc = B ? B[m] : 0;
-    for (int ky = 0; ky < g.KH; ky++) {
-      const int iy = oy * g.SH - g.PT + ky;
-      if (iy < 0 || iy >= g.H) continue;
-      for (int kx = 0; kx < g.KW; kx++) {
-        const int ix = ox * g.SW - g.PL + kx;
-        if (ix < 0 || ix >= g.W) continue;
-        const uint8_t *xr = X + ((b * g.H + iy) * g.W + ix) * g.C;
+    for (int ky = w.ky0; ky < w.ky1; ky++)
+      for (int kx = w.kx0; kx < w.kx1; kx++) {
+        const uint8_t *xr = X + ((b * g.H + w.iy0 + ky) * g.W + w.ix0 + kx) * g.C;
         const int8_t *wr = Wt + (((int64_t)m * g.KH + ky) * g.KW + kx) * g.C;
         for (int c = 0; c < g.C; c++) acc += ((int32_t)xr[c] - xz) * ((int32_t)wr[c] - wzm);
       }
-    }
     Y[i] = (uint8_t)clamp_u8(rintf((float)acc * MU[m]) + (float)yz);
   });
 }
