@@ -82,6 +82,8 @@ export interface CostModel {
   readonly reference: number;
   /** The dynamic layers alone at `bits`. */
   dynamic(bits: readonly number[]): number;
+  /** Dynamic layer `i` (in that order) alone at `b` bits. */
+  layer(i: number, b: number): number;
   /** One request: the fixed part once, the dynamic layers once per pass (`second` = a gated pass 2's bits). */
   bitflops(bits: readonly number[], second?: readonly number[] | null): number;
 }
@@ -100,14 +102,12 @@ export function costModel(layers: readonly CostLayer[], dynamicOrder: readonly s
     const b = layerBits(layer, {});
     fixed += layer.macs * b * b;
   }
+  const layer = (i: number, b: number): number => (macs[i] ?? 0) * b * b;
   const dynamic = (bits: readonly number[]): number => {
     let total = 0;
-    for (let i = 0; i < macs.length; i++) {
-      const b = bits[i] ?? 0;
-      total += (macs[i] ?? 0) * b * b;
-    }
+    for (let i = 0; i < macs.length; i++) total += layer(i, bits[i] ?? 0);
     return total;
   };
   const of = (bits: readonly number[], second?: readonly number[] | null): number => fixed + dynamic(bits) + (second ? dynamic(second) : 0);
-  return { dynamicLayers: [...dynamicOrder], fixed, reference: of(dynamicOrder.map(() => referenceBits)), dynamic, bitflops: of };
+  return { dynamicLayers: [...dynamicOrder], fixed, reference: of(dynamicOrder.map(() => referenceBits)), dynamic, layer, bitflops: of };
 }

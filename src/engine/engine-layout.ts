@@ -46,17 +46,16 @@ export function engineLayout(manifest: Manifest): EngineLayout {
     if (blockLayers.join() !== c.layers.join()) {
       throw new DqError('DQ_ERR_BUNDLE_INVALID', 'graph.body.blocks and controller.layers name different layers');
     }
-    const macs = new Map(manifest.layers.filter((l) => l.kind === 'dynamic').map((l) => [l.name, l.macs]));
-    for (const name of c.layers) if (!macs.has(name)) throw new DqError('DQ_ERR_BUNDLE_INVALID', `controller layer ${name} is not a dynamic layer`);
+    const dynamic = new Set(manifest.layers.filter((l) => l.kind === 'dynamic').map((l) => l.name));
+    for (const name of c.layers) if (!dynamic.has(name)) throw new DqError('DQ_ERR_BUNDLE_INVALID', `controller layer ${name} is not a dynamic layer`);
+    const cost = costModel(manifest.layers, c.layers, manifest.bits.reference);
     const spec: ControllerSpec = {
       layers: c.layers,
       candidates: c.candidates,
       cost: c.cost,
-      // Layer l at candidate b costs MACs × b × b (docs/bitflops.md): weights and activations share b.
-      bitflops: c.layers.map((name) => c.candidates.map((b) => (macs.get(name) ?? 0) * b * b)),
+      bitflops: c.layers.map((_, l) => c.candidates.map((b) => cost.layer(l, b))),
     };
     const policy = gatePolicy(manifest, c.candidates);
-    const cost = costModel(manifest.layers, c.layers, manifest.bits.reference);
     const gateCost: GateCost = { dynamic: cost.dynamic, second: policy ? cost.dynamic(c.layers.map(() => policy.secondBits)) : 0 };
     return {
       dynamicLayers: c.layers,
