@@ -16,6 +16,7 @@
 
 #ifdef __CUDACC__
 #include <cuda_runtime.h>
+#include <mma.h>
 #define DQ_FN __host__ __device__
 #define DQ_LAMBDA [=] __host__ __device__
 #else
@@ -88,6 +89,12 @@ __global__ void each_kernel(int64_t n, F f) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) f(i);
 }
 
+// After a launch: its own error, and with DQ_SYNC=1 the kernel's.
+int launched() {
+  if (check(cudaGetLastError(), "kernel launch")) return -1;
+  return g_sync_each ? check(cudaStreamSynchronize(g_stream), "kernel") : 0;
+}
+
 // f(i) for i in [0, n), on the stream.
 template <class F>
 int each(int64_t n, F f) {
@@ -95,8 +102,7 @@ int each(int64_t n, F f) {
   const int threads = 256;
   const int64_t blocks = (n + threads - 1) / threads;
   each_kernel<<<(unsigned)(blocks < 1048576 ? blocks : 1048576), threads, 0, g_stream>>>(n, f);
-  if (check(cudaGetLastError(), "kernel launch")) return -1;
-  return g_sync_each ? check(cudaStreamSynchronize(g_stream), "kernel") : 0;
+  return launched();
 }
 
 #else
@@ -342,15 +348,153 @@ int dq_quantize(uint64_t x, uint64_t y, int64_t n, float scale, int zp) {
   return each(n, DQ_LAMBDA(int64_t i) { Y[i] = (uint8_t)clamp_u8(rintf(X[i] / scale) + (float)zp); });
 }
 
-int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t mult, uint64_t bias, int yz, uint64_t y, const int32_t *geom) {
+namespace {
+// QLinearConv as an implicit GEMM on int8 tensor cores: rows are output pixels (N·OH·OW), columns output
+// channels, depth KH·KW·C taken 16 channels (one kernel position) at a time. The tensor cores multiply int8 by
+// int8, so activations travel as x − 128 and the zero point comes back in the epilogue:
+//   Σ (x − xz)·w = Σ (x − 128)·w + (128 − xz)·Σ w      (weights symmetric: wz = 0)
+// with padding loaded as xz − 128, which the right side turns into 0, as the direct kernel's skip does. All of
+// it is exact int32, so the result equals the direct kernel's to the bit. The loads and the epilogue are shared
+// with the host build, which runs the same tiles with a plain multiply in place of the tensor cores (so the
+// tests check the indexing here); only the 16×16×16 multiply is the device's own (WMMA).
+constexpr int TC_ROWS = 64;     // output pixels per block: 4 warps × 16 rows
+constexpr int TC_THREADS = 128; // the first 64 load a pixel's 16 values each, the rest a channel's 16 weights
+constexpr int TC_DEPTH = 16;
+constexpr int TC_MAX_M = 64;    // output channels per block: ResNet-20's widest layer
+
+struct TcTiles {
+  int8_t a[TC_ROWS * TC_DEPTH];   // row-major: pixel r's 16 values of x − 128
+  int8_t b[TC_MAX_M * TC_DEPTH];  // column-major: channel m's 16 weights
+  int32_t c[TC_ROWS * TC_MAX_M];  // row-major sums, for the epilogue
+};
+
+bool tc_applies(const Geom &g) { return g.C % TC_DEPTH == 0 && g.M % 16 == 0 && g.M <= TC_MAX_M; }
+
+// Thread `tid` of the block at pixel row0 loads its part of depth step s into the tiles.
+DQ_FN inline void tc_load(const Geom &g, const uint8_t *X, int xz, const int8_t *Wt, int64_t row0, int s, int tid, TcTiles &t) {
+  const int64_t depth = (int64_t)g.KH * g.KW * g.C;
+  if (tid < TC_ROWS) {
+    int8_t *a = t.a + tid * TC_DEPTH;
+    const int64_t p = row0 + tid;
+    if (p >= (int64_t)g.N * g.OH * g.OW) {
+      for (int k = 0; k < TC_DEPTH; k++) a[k] = 0; // no such pixel: its row is computed and dropped
+      return;
+    }
+    const int pos = s * TC_DEPTH / g.C, c0 = s * TC_DEPTH % g.C;
+    const int ox = (int)(p % g.OW), oy = (int)(p / g.OW % g.OH);
+    const int64_t b = p / ((int64_t)g.OW * g.OH);
+    const int iy = oy * g.SH - g.PT + pos / g.KW, ix = ox * g.SW - g.PL + pos % g.KW;
+    if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) {
+      for (int k = 0; k < TC_DEPTH; k++) a[k] = (int8_t)(xz - 128);
+      return;
+    }
+    const uint8_t *xr = X + ((b * g.H + iy) * g.W + ix) * g.C + c0;
+    for (int k = 0; k < TC_DEPTH; k++) a[k] = (int8_t)(xr[k] - 128);
+  } else if (tid - TC_ROWS < g.M) {
+    const int m = tid - TC_ROWS;
+    const int8_t *wr = Wt + m * depth + (int64_t)s * TC_DEPTH; // [M, KH, KW, C]: step s is 16 consecutive weights
+    for (int k = 0; k < TC_DEPTH; k++) t.b[m * TC_DEPTH + k] = wr[k];
+  }
+}
+
+// Output e of the block (pixel e / M, channel e % M) from its sum, requantised as the direct kernel does.
+DQ_FN inline void tc_write(const Geom &g, const TcTiles &t, int64_t row0, int e, int xz, const int32_t *WS, const float *MU, const int32_t *B, int yz, uint8_t *Y) {
+  const int r = e / g.M, m = e % g.M;
+  const int64_t p = row0 + r;
+  if (p >= (int64_t)g.N * g.OH * g.OW) return;
+  const int32_t acc = (B ? B[m] : 0) + t.c[r * g.M + m] + (128 - xz) * WS[m];
+  Y[p * g.M + m] = (uint8_t)clamp_u8(rintf((float)acc * MU[m]) + (float)yz);
+}
+
+#ifdef __CUDACC__
+
+__global__ void __launch_bounds__(TC_THREADS) qconv_tc_kernel(Geom g, const uint8_t *X, int xz, const int8_t *Wt, const int32_t *WS, const float *MU,
+                                                               const int32_t *B, int yz, uint8_t *Y) {
+  namespace wmma = nvcuda::wmma;
+  __shared__ TcTiles t;
+  const int tid = threadIdx.x, warp = tid / 32, blocks = g.M / 16;
+  const int64_t row0 = (int64_t)blockIdx.x * TC_ROWS;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, int> acc[TC_MAX_M / 16];
+#pragma unroll
+  for (int j = 0; j < TC_MAX_M / 16; j++) wmma::fill_fragment(acc[j], 0);
+  const int steps = g.KH * g.KW * g.C / TC_DEPTH;
+  for (int s = 0; s < steps; s++) {
+    tc_load(g, X, xz, Wt, row0, s, tid, t);
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, signed char, wmma::row_major> fa;
+    wmma::load_matrix_sync(fa, t.a + warp * 16 * TC_DEPTH, TC_DEPTH);
+#pragma unroll
+    for (int j = 0; j < TC_MAX_M / 16; j++) {
+      if (j >= blocks) break;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, signed char, wmma::col_major> fb;
+      wmma::load_matrix_sync(fb, t.b + j * 16 * TC_DEPTH, TC_DEPTH);
+      wmma::mma_sync(acc[j], fa, fb, acc[j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int j = 0; j < TC_MAX_M / 16; j++) {
+    if (j >= blocks) break;
+    wmma::store_matrix_sync(t.c + warp * 16 * g.M + j * 16, acc[j], g.M, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int e = tid; e < TC_ROWS * g.M; e += TC_THREADS) tc_write(g, t, row0, e, xz, WS, MU, B, yz, Y);
+}
+
+int qconv_tc(const Geom &g, const uint8_t *X, int xz, const int8_t *Wt, const int32_t *WS, const float *MU, const int32_t *B, int yz, uint8_t *Y) {
+  const int64_t blocks = ((int64_t)g.N * g.OH * g.OW + TC_ROWS - 1) / TC_ROWS;
+  if (blocks > 0x7fffffff) return fail("QLinearConv: too many pixels for one launch");
+  qconv_tc_kernel<<<(unsigned)blocks, TC_THREADS, 0, g_stream>>>(g, X, xz, Wt, WS, MU, B, yz, Y);
+  return launched();
+}
+
+#else
+
+int qconv_tc(const Geom &g, const uint8_t *X, int xz, const int8_t *Wt, const int32_t *WS, const float *MU, const int32_t *B, int yz, uint8_t *Y) {
+  TcTiles t;
+  const int64_t pixels = (int64_t)g.N * g.OH * g.OW;
+  for (int64_t row0 = 0; row0 < pixels; row0 += TC_ROWS) {
+    for (int e = 0; e < TC_ROWS * g.M; e++) t.c[e] = 0;
+    for (int s = 0; s < g.KH * g.KW * g.C / TC_DEPTH; s++) {
+      for (int tid = 0; tid < TC_THREADS; tid++) tc_load(g, X, xz, Wt, row0, s, tid, t);
+      // what the four warps' mma_sync compute: c += a · b over the 16 values of the step
+      for (int r = 0; r < TC_ROWS; r++)
+        for (int m = 0; m < g.M; m++) {
+          int32_t sum = 0;
+          for (int k = 0; k < TC_DEPTH; k++) sum += (int32_t)t.a[r * TC_DEPTH + k] * (int32_t)t.b[m * TC_DEPTH + k];
+          t.c[r * g.M + m] += sum;
+        }
+    }
+    for (int e = 0; e < TC_ROWS * g.M; e++) tc_write(g, t, row0, e, xz, WS, MU, B, yz, Y);
+  }
+  return 0;
+}
+
+#endif
+
+// DQ_CONV=direct keeps every QLinearConv on the direct kernel (for comparisons and as a way out).
+bool conv_direct_only() {
+  static const bool direct = [] {
+    const char *v = getenv("DQ_CONV");
+    return v && strcmp(v, "direct") == 0;
+  }();
+  return direct;
+}
+}  // namespace
+
+int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t wsum, uint64_t mult, uint64_t bias, int yz, uint64_t y, const int32_t *geom) {
   const Geom g = geom_of(geom);
+  if (wsum && tc_applies(g) && !conv_direct_only()) {
+    return qconv_tc(g, at<const uint8_t>(x), xz, at<const int8_t>(w), at<const int32_t>(wsum), at<const float>(mult), bias ? at<const int32_t>(bias) : nullptr, yz, at<uint8_t>(y));
+  }
+
   const uint8_t *X = at<const uint8_t>(x);
   const int8_t *Wt = at<const int8_t>(w), *WZ = at<const int8_t>(wz);
   const float *MU = at<const float>(mult);
   const int32_t *B = bias ? at<const int32_t>(bias) : nullptr;
   uint8_t *Y = at<uint8_t>(y);
   const int64_t n = (int64_t)g.N * g.OH * g.OW * g.M;
-  // NHWC out: one thread per output value (a direct convolution; the tensor-core kernels come next)
+  // NHWC out: one thread per output value (a direct convolution, for any zero points and channel counts)
   return each(n, DQ_LAMBDA(int64_t i) {
     const int m = (int)(i % g.M), ox = (int)(i / g.M % g.OW), oy = (int)(i / ((int64_t)g.M * g.OW) % g.OH);
     const int64_t b = i / ((int64_t)g.M * g.OW * g.OH);

@@ -46,8 +46,10 @@ int dq_quantize(uint64_t x, uint64_t y, int64_t n, float scale, int zp);
 /**
  * Channels-last QLinearConv, uint8 × int8: acc = bias[m] + Σ (x − xz)(w − wz[m]) in int32, then
  * y = clamp(rne(f32(acc) · mult[m]) + yz, 0, 255). w is [M, KH, KW, C] (channels last, as x); wz and mult have M entries.
+ * wsum (int32, M entries: Σ of channel m's weights) is given only when every wz is 0: then, where C is a multiple
+ * of 16 and M of 16 up to 64, the int8 tensor cores compute it (same result); 0 keeps the direct kernel.
  */
-int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t mult, uint64_t bias, int yz, uint64_t y, const int32_t *geom);
+int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t wsum, uint64_t mult, uint64_t bias, int yz, uint64_t y, const int32_t *geom);
 /** y = clamp(rne(fma(a, ra, fma(b, rb, fixed))) + zc, 0, 255), broadcast as dq_binary. */
 int dq_qlinear_add(uint64_t a, uint64_t b, uint64_t y, int rank, const int64_t *dims, const int64_t *sa, const int64_t *sb,
                    float ra, float rb, float fixed, int zc);

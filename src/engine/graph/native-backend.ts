@@ -37,6 +37,16 @@ const profiling = process.env['DQ_PROFILE'] === '1';
 const i64 = (xs: readonly number[]): BigInt64Array => BigInt64Array.from(xs, (v) => BigInt(v));
 
 /**
+ * Σ of each output channel's weights, which dq.cpp's tensor-core QLinearConv needs to restore the activations'
+ * zero point; null unless every weight zero point is 0 (the bundles' symmetric weights), the only case it takes.
+ */
+export function weightSums(w: Int8Array, wz: Int8Array, M: number): Int32Array | null {
+  if (wz.some((z) => z !== 0)) return null;
+  const per = w.length / M;
+  return Int32Array.from({ length: M }, (_, m) => w.subarray(m * per, (m + 1) * per).reduce((a, v) => a + v, 0));
+}
+
+/**
  * Weights [M, C, taps] (ONNX's OIHW) as [M, taps, C]: the kernel then reads a tap's channels contiguously, as it reads
  * the activations (NHWC).
  */
@@ -244,17 +254,20 @@ export function nativeBackend(lib: NativeLib): Backend<DeviceTensor> {
       if (attr(n, 'channels_last', 0) !== 1) fail(n, 'only channels_last QLinearConv is used by bundles');
       const [N, H, W, C] = x.dims as [number, number, number, number];
       const g = convGeometry(n, [N, C, H, W], w.dims);
-      const [mult, wz, packed] = once(n, () => {
+      const [mult, wz, packed, wsum] = once(n, () => {
         const xs = scalar(n, i[1], 'scale'), ys = scalar(n, i[6], 'scale');
         const c = qlinearConvConstants(xs, numbers(n, need(n, i, 4), 'weight scales'), numbers(n, need(n, i, 5), 'weight zero points'), ys, g.M);
+        const weights = channelsLast(hostOf(n, w, 'weights').data as Int8Array, g.M, g.C, g.KH * g.KW);
+        const sums = weightSums(weights, c.wz, g.M);
         return [
           { type: 'float32', data: c.mult, dims: [g.M] },
           { type: 'int8', data: c.wz, dims: [g.M] },
-          { type: 'int8', data: channelsLast(hostOf(n, w, 'weights').data as Int8Array, g.M, g.C, g.KH * g.KW), dims: [g.M, g.KH, g.KW, g.C] },
+          { type: 'int8', data: weights, dims: [g.M, g.KH, g.KW, g.C] },
+          ...(sums ? [{ type: 'int32' as const, data: sums, dims: [g.M] }] : []),
         ];
-      }) as [DeviceTensor, DeviceTensor, DeviceTensor];
+      }) as [DeviceTensor, DeviceTensor, DeviceTensor, DeviceTensor | undefined];
       const y = make('uint8', [g.N, g.OH, g.OW, g.M]);
-      return [whenAny(y, () => lib.qlinearConv(addr(x), xz, addr(packed), addr(wz), addr(mult), addr(i[8]), yz, addr(y), geometryArray(g)))];
+      return [whenAny(y, () => lib.qlinearConv(addr(x), xz, addr(packed), addr(wz), addr(wsum), addr(mult), addr(i[8]), yz, addr(y), geometryArray(g)))];
     },
   };
 

@@ -28,7 +28,8 @@ export interface NativeLib {
   unary(op: number, x: Address, y: Address, n: number, lo: number, hi: number): void;
   conv2d(x: Address, w: Address, bias: Address, y: Address, geom: Int32Array): void;
   quantize(x: Address, y: Address, n: number, scale: number, zp: number): void;
-  qlinearConv(x: Address, xz: number, w: Address, wz: Address, mult: Address, bias: Address, yz: number, y: Address, geom: Int32Array): void;
+  /** `wsum` (weightSums) only where every weight zero point is 0, else 0: then dq.cpp may use the tensor cores. */
+  qlinearConv(x: Address, xz: number, w: Address, wz: Address, wsum: Address, mult: Address, bias: Address, yz: number, y: Address, geom: Int32Array): void;
   qlinearAdd(a: Address, b: Address, y: Address, dims: BigInt64Array, sa: BigInt64Array, sb: BigInt64Array, ra: number, rb: number, fixed: number, zc: number): void;
   gather(elem: number, x: Address, idx: Address, y: Address, outer: number, len: number, count: number, inner: number): void;
   reduceSum(dtype: number, x: Address, y: Address, plan: BigInt64Array): void;
@@ -118,7 +119,7 @@ export function loadNative(kind: NativeKind, device = 0): NativeLib {
     unary: call('elementwise', 'int dq_unary(int op, uint64_t x, uint64_t y, int64_t n, float lo, float hi)'),
     conv2d: call('Conv', 'int dq_conv2d(uint64_t x, uint64_t w, uint64_t bias, uint64_t y, const int32_t *geom)'),
     quantize: call('QuantizeLinear', 'int dq_quantize(uint64_t x, uint64_t y, int64_t n, float scale, int zp)'),
-    qlinearConv: call('QLinearConv', 'int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t mult, uint64_t bias, int yz, uint64_t y, const int32_t *geom)'),
+    qlinearConv: call('QLinearConv', 'int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t wsum, uint64_t mult, uint64_t bias, int yz, uint64_t y, const int32_t *geom)'),
     qlinearAdd: (a, b, y, dims, sa, sb, ra, rb, fixed, zc) => qlinearAdd(a, b, y, dims.length, dims, sa, sb, ra, rb, fixed, zc),
     gather: call('Gather', 'int dq_gather(int elem, uint64_t x, uint64_t idx, uint64_t y, int64_t outer, int64_t len, int64_t count, int64_t inner)'),
     reduceSum: call('ReduceSum', 'int dq_reduce_sum(int dtype, uint64_t x, uint64_t y, const int64_t *plan)'),

@@ -38,6 +38,50 @@ describe('the host build of native/dq', () => {
   });
 });
 
+describe('QLinearConv: the tensor-core tiling equals the direct kernel to the bit', () => {
+  const lib = loadNative('host');
+  // a seeded generator, so that a failure reproduces
+  let seed = 20261202;
+  const rand = (lo: number, hi: number) => {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    return lo + (seed % (hi - lo + 1));
+  };
+  const put = (a: ArrayBufferView) => {
+    const p = lib.alloc(a.byteLength);
+    lib.upload(p, a);
+    return p;
+  };
+  const cases = [
+    // [N, C, H, W, M, K, stride, pad]: pixels not a multiple of the 64-row tile, padding on every side, strides,
+    // 1×1 shortcuts, channel counts of ResNet-20 and others, and the extremes of both operands
+    [3, 16, 7, 7, 16, 3, 1, 1], [2, 32, 9, 5, 64, 3, 2, 1], [1, 64, 8, 8, 32, 1, 2, 0], [5, 48, 3, 4, 48, 3, 1, 2], [1, 16, 1, 1, 16, 3, 1, 1],
+  ] as const;
+  it.each(cases)('N=%i C=%i %ix%i M=%i, %i-wide kernel, stride %i, pad %i', (N, C, H, W, M, K, S, P) => {
+    const OH = Math.floor((H + 2 * P - K) / S) + 1, OW = Math.floor((W + 2 * P - K) / S) + 1;
+    const extreme = C === 48;
+    const x = Uint8Array.from({ length: N * H * W * C }, () => (extreme ? (rand(0, 1) ? 255 : 0) : rand(0, 255)));
+    const w = Int8Array.from({ length: M * K * K * C }, () => (extreme ? (rand(0, 1) ? 127 : -128) : rand(-128, 127)));
+    const wsum = Int32Array.from({ length: M }, (_, m) => w.subarray(m * K * K * C, (m + 1) * K * K * C).reduce((a, v) => a + v, 0));
+    const bias = Int32Array.from({ length: M }, () => rand(-5000, 5000));
+    const mult = Float32Array.from({ length: M }, () => Math.fround(rand(1, 1000) / 2 ** 20));
+    const xz = extreme ? 255 : rand(0, 255), yz = rand(0, 255);
+    const geom = Int32Array.from([N, C, H, W, M, K, K, S, S, P, P, OH, OW]);
+    const [px, pw, pz, ps, pb, pm] = [x, w, new Int8Array(M), wsum, bias, mult].map(put) as [number, number, number, number, number, number];
+    const run = (sums: number) => {
+      const py = lib.alloc(N * OH * OW * M);
+      lib.qlinearConv(px, xz, pw, pz, sums, pm, pb, yz, py, geom);
+      const y = new Uint8Array(N * OH * OW * M);
+      lib.download(y, py);
+      lib.free(py);
+      return y;
+    };
+    const direct = run(0), tiled = run(ps);
+    expect(new Set(direct).size).toBeGreaterThan(extreme ? 1 : Math.min(20, direct.length / 2)); // not all clamped: the comparison means something
+    expect(Buffer.from(tiled).equals(Buffer.from(direct))).toBe(true);
+    [px, pw, pz, ps, pb, pm].forEach((p) => lib.free(p));
+  });
+});
+
 describe('CUDA faults the context cannot survive', () => {
   it("are told apart by cudaGetErrorString's text", () => {
     for (const sticky of ['an illegal memory access was encountered', 'unspecified launch failure', 'misaligned address', 'device-side assert triggered']) {
