@@ -362,7 +362,8 @@ constexpr int TC_THREADS = 128; // the first 64 load a pixel's 16 values each, t
 constexpr int TC_DEPTH = 16;
 constexpr int TC_MAX_M = 64;    // output channels per block: ResNet-20's widest layer
 
-struct TcTiles {
+// WMMA loads and stores want 256-bit aligned tiles; every member starts at a multiple of 32 bytes
+struct alignas(32) TcTiles {
   int8_t a[TC_ROWS * TC_DEPTH];   // row-major: pixel r's 16 values of x − 128
   int8_t b[TC_MAX_M * TC_DEPTH];  // column-major: channel m's 16 weights
   int32_t c[TC_ROWS * TC_MAX_M];  // row-major sums, for the epilogue
