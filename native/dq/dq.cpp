@@ -126,6 +126,8 @@ T *at(uint64_t p) {
 
 // The definitions take C linkage from their declarations in dq.h.
 
+int dq_abi_version(void) { return DQ_ABI_VERSION; }
+
 const char *dq_last_error(void) { return g_error.c_str(); }
 
 const char *dq_device_name(void) { return g_device.c_str(); }
@@ -369,7 +371,8 @@ struct alignas(32) TcTiles {
   int32_t c[TC_ROWS * TC_MAX_M];  // row-major sums, for the epilogue
 };
 
-bool tc_applies(const Geom &g) { return g.C % TC_DEPTH == 0 && g.M % 16 == 0 && g.M <= TC_MAX_M; }
+// (the depth bound keeps the host build's int32 sums defined: |x − 128|·|w| ≤ 2^14 per term)
+bool tc_applies(const Geom &g) { return g.C % TC_DEPTH == 0 && g.M > 0 && g.M % 16 == 0 && g.M <= TC_MAX_M && (int64_t)g.KH * g.KW * g.C <= 65536; }
 
 // Thread `tid` of the block at pixel row0 loads its part of depth step s into the tiles.
 DQ_FN inline void tc_load(const Geom &g, const uint8_t *X, int xz, const int8_t *Wt, int64_t row0, int s, int tid, TcTiles &t) {
@@ -444,6 +447,7 @@ __global__ void __launch_bounds__(TC_THREADS) qconv_tc_kernel(Geom g, const uint
 
 int qconv_tc(const Geom &g, const uint8_t *X, int xz, const int8_t *Wt, const int32_t *WS, const float *MU, const int32_t *B, int yz, uint8_t *Y) {
   const int64_t blocks = ((int64_t)g.N * g.OH * g.OW + TC_ROWS - 1) / TC_ROWS;
+  if (blocks == 0) return 0; // an empty grid is a launch error
   if (blocks > 0x7fffffff) return fail("QLinearConv: too many pixels for one launch");
   qconv_tc_kernel<<<(unsigned)blocks, TC_THREADS, 0, g_stream>>>(g, X, xz, Wt, WS, MU, B, yz, Y);
   return launched();

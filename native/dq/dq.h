@@ -14,7 +14,10 @@ extern "C" {
 #endif
 
 #define DQ_MAX_RANK 6
+/** Raised with every change of a signature below: a library built from older sources is refused at load. */
+#define DQ_ABI_VERSION 2
 
+int dq_abi_version(void);
 const char *dq_last_error(void);
 /**
  * Picks the device and creates the calling thread's stream; the CUDA build fails here on a machine without a

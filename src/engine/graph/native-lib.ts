@@ -44,6 +44,9 @@ export function nativeDir(): string {
 
 const loaded = new Map<NativeKind, NativeLib>();
 
+/** native/dq/dq.h's DQ_ABI_VERSION (test/engine/graph/native-lib.test.ts keeps the two equal). */
+export const ABI_VERSION = 2;
+
 /** cudaGetErrorString's texts for the errors after which the CUDA context cannot be used again. */
 export const STICKY = /illegal memory access|illegal instruction|misaligned address|unspecified launch failure|device-side assert|uncorrectable ECC|invalid program counter|hardware stack error/;
 
@@ -83,6 +86,17 @@ export function loadNative(kind: NativeKind, device = 0): NativeLib {
     throw new DqError('DQ_ERR_CONFIG_INVALID', `cannot load ${file}: ${(err as Error).message}`, { cause: err });
   }
   const f = (proto: string) => lib.func(proto);
+  // dq.h's DQ_ABI_VERSION: a library built from other sources would take shifted arguments without a word
+  const abi = (() => {
+    try {
+      return (f('int dq_abi_version(void)') as () => number)();
+    } catch {
+      return 1; // before the version existed
+    }
+  })();
+  if (abi !== ABI_VERSION) {
+    throw new DqError('DQ_ERR_CONFIG_INVALID', `${file} was built from another version of native/dq (ABI ${abi}, this server needs ${ABI_VERSION}): rebuild it with \`npm run build:${kind === 'cuda' ? 'cuda' : 'native'}\``);
+  }
   const lastError = f('const char *dq_last_error(void)') as () => string;
   const check = checker(lastError);
   // every operator returns 0, or -1 with dq_last_error()

@@ -1,12 +1,20 @@
 // The native operators' C ABI through koffi (native/dq, host build): memory round trips, errors as one clear line,
 // and the CUDA build refusing a machine without a GPU in one line that names CUDA.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checker, loadNative, nativeDir, STICKY } from '../../../src/engine/graph/native-lib.js';
+import { channelsLast, weightSums } from '../../../src/engine/graph/native-backend.js';
+import { ABI_VERSION, checker, loadNative, nativeDir, STICKY } from '../../../src/engine/graph/native-lib.js';
+import { REPO_ROOT } from '../../helpers/paths.js';
+import { CONV_CASES, checkConv } from '../../../bench/gpu/conv-check.js';
 
 describe('the host build of native/dq', () => {
   const lib = loadNative('host');
+
+  it('was built from these sources: its ABI version is the one the binding expects, and dq.h says so', () => {
+    expect(readFileSync(join(REPO_ROOT, 'native', 'dq', 'dq.h'), 'utf8')).toContain(`#define DQ_ABI_VERSION ${ABI_VERSION}\n`);
+    expect(() => loadNative('host')).not.toThrow();
+  });
 
   it('names what runs it, and round-trips bytes through its memory', () => {
     expect(lib.device).toBe('host (reference build)');
@@ -38,47 +46,22 @@ describe('the host build of native/dq', () => {
   });
 });
 
-describe('QLinearConv: the tensor-core tiling equals the direct kernel to the bit', () => {
+describe('QLinearConv: the tensor-core tiling equals the direct kernel to the bit (bench/gpu/conv-check.ts)', () => {
   const lib = loadNative('host');
-  // a seeded generator, so that a failure reproduces
-  let seed = 20261202;
-  const rand = (lo: number, hi: number) => {
-    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-    return lo + (seed % (hi - lo + 1));
-  };
-  const put = (a: ArrayBufferView) => {
-    const p = lib.alloc(a.byteLength);
-    lib.upload(p, a);
-    return p;
-  };
-  const cases = [
-    // [N, C, H, W, M, K, stride, pad]: pixels not a multiple of the 64-row tile, padding on every side, strides,
-    // 1×1 shortcuts, channel counts of ResNet-20 and others, and the extremes of both operands
-    [3, 16, 7, 7, 16, 3, 1, 1], [2, 32, 9, 5, 64, 3, 2, 1], [1, 64, 8, 8, 32, 1, 2, 0], [5, 48, 3, 4, 48, 3, 1, 2], [1, 16, 1, 1, 16, 3, 1, 1],
-  ] as const;
-  it.each(cases)('N=%i C=%i %ix%i M=%i, %i-wide kernel, stride %i, pad %i', (N, C, H, W, M, K, S, P) => {
-    const OH = Math.floor((H + 2 * P - K) / S) + 1, OW = Math.floor((W + 2 * P - K) / S) + 1;
-    const extreme = C === 48;
-    const x = Uint8Array.from({ length: N * H * W * C }, () => (extreme ? (rand(0, 1) ? 255 : 0) : rand(0, 255)));
-    const w = Int8Array.from({ length: M * K * K * C }, () => (extreme ? (rand(0, 1) ? 127 : -128) : rand(-128, 127)));
-    const wsum = Int32Array.from({ length: M }, (_, m) => w.subarray(m * K * K * C, (m + 1) * K * K * C).reduce((a, v) => a + v, 0));
-    const bias = Int32Array.from({ length: M }, () => rand(-5000, 5000));
-    const mult = Float32Array.from({ length: M }, () => Math.fround(rand(1, 1000) / 2 ** 20));
-    const xz = extreme ? 255 : rand(0, 255), yz = rand(0, 255);
-    const geom = Int32Array.from([N, C, H, W, M, K, K, S, S, P, P, OH, OW]);
-    const [px, pw, pz, ps, pb, pm] = [x, w, new Int8Array(M), wsum, bias, mult].map(put) as [number, number, number, number, number, number];
-    const run = (sums: number) => {
-      const py = lib.alloc(N * OH * OW * M);
-      lib.qlinearConv(px, xz, pw, pz, sums, pm, pb, yz, py, geom);
-      const y = new Uint8Array(N * OH * OW * M);
-      lib.download(y, py);
-      lib.free(py);
-      return y;
-    };
-    const direct = run(0), tiled = run(ps);
-    expect(new Set(direct).size).toBeGreaterThan(extreme ? 1 : Math.min(20, direct.length / 2)); // not all clamped: the comparison means something
-    expect(Buffer.from(tiled).equals(Buffer.from(direct))).toBe(true);
-    [px, pw, pz, ps, pb, pm].forEach((p) => lib.free(p));
+  it.each(CONV_CASES.map((c) => [c.name, c] as const))('%s', (_, c) => {
+    const r = checkConv(lib, c);
+    // enough outputs between the clamps that the comparison means something
+    expect(r.unclamped).toBeGreaterThan(r.outputs / 20);
+    expect(r.distinct).toBeGreaterThan(Math.min(20, r.outputs / 2));
+    expect(r.equal).toBe(true);
+  });
+
+  it('takes the tensor cores only for symmetric weights (weightSums), summing each channel over the packed layout', () => {
+    const w = Int8Array.from([1, -2, 3, 4, 5, -6, 7, 8, -128, 127, 0, 1]); // M = 3 channels of 4
+    expect(Array.from(weightSums(w, new Int8Array(3), 3) ?? [])).toEqual([6, 14, 0]);
+    expect(weightSums(w, Int8Array.from([0, 1, 0]), 3)).toBeNull();
+    // packing for the kernel keeps each channel's weights together, so the sums do not depend on it
+    expect(Array.from(weightSums(channelsLast(w, 3, 2, 2), new Int8Array(3), 3) ?? [])).toEqual([6, 14, 0]);
   });
 });
 
