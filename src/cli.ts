@@ -57,7 +57,7 @@ addSettings(
   const { loadRegistry } = await import('./pipeline/model-registry.js');
   const config = configFrom(opts, { logLevel: 'silent', warmup: false });
   const stderr = (o: object, m: string) => console.error(m, JSON.stringify(o));
-  const quiet = { info: () => {}, warn: stderr, error: stderr };
+  const quiet = { info: () => {}, warn: stderr, error: stderr, fatal: stderr };
   const registry = await loadRegistry(config, quiet);
   const pipeline = registry.get(config.model, opts['versionNumber']);
   await pipeline.warmup(false);

@@ -91,7 +91,7 @@ export class WorkerEngine implements Engine {
   private closing = false;
   private warmed = false;
   /** Set by the first DQ_ERR_ENGINE_LOST: restarting a worker cannot help, as the device is the process's. */
-  lost: string | null = null;
+  private lostWhy: string | null = null;
   /** Replacements being started (close() waits for them). */
   private readonly starting = new Set<Promise<void>>();
 
@@ -128,8 +128,8 @@ export class WorkerEngine implements Engine {
     const w: WorkerHandle = new WorkerHandle(
       (code) => this.replace(w, code),
       (why) => {
-        if (this.lost !== null) return;
-        this.lost = why;
+        if (this.lostWhy !== null) return;
+        this.lostWhy = why;
         this.events.onLost?.(why);
       },
     );
@@ -165,7 +165,11 @@ export class WorkerEngine implements Engine {
 
   /** At least one worker can run a batch (false while every worker is being restarted, and once lost). */
   get healthy(): boolean {
-    return this.lost === null && this.workers.some((w) => w.alive);
+    return this.lostWhy === null && this.workers.some((w) => w.alive);
+  }
+
+  get lost(): string | null {
+    return this.lostWhy;
   }
 
   async infer(input: Uint8Array, batchSize: number, options: readonly SampleOptions[]): Promise<BatchOutput> {
