@@ -21,15 +21,20 @@ let engine: GraphEngine | undefined;
 const port = parentPort;
 if (!port) throw new Error('engine-worker must run in a worker thread');
 
+// One message at a time: a batch awaits between its graphs, and a 'close' handled in such a gap released the
+// sessions under it (onnxruntime-node then aborted the process: seen in CI when a batch's caller had given up on it).
+let turn: Promise<void> = Promise.resolve();
 port.on('message', (msg: WorkerRequest) => {
-  void handle(msg).then(
-    ([value, transfer]) => port.postMessage({ id: msg.id, ok: true, value } satisfies WorkerReply, transfer),
-    (err: unknown) => {
-      const error = isDqError(err)
-        ? { message: err.message, code: err.code, ...(err.detail !== undefined ? { detail: err.detail } : {}) }
-        : { message: err instanceof Error ? err.message : String(err) };
-      port.postMessage({ id: msg.id, ok: false, error } satisfies WorkerReply);
-    },
+  turn = turn.then(() =>
+    handle(msg).then(
+      ([value, transfer]) => port.postMessage({ id: msg.id, ok: true, value } satisfies WorkerReply, transfer),
+      (err: unknown) => {
+        const error = isDqError(err)
+          ? { message: err.message, code: err.code, ...(err.detail !== undefined ? { detail: err.detail } : {}) }
+          : { message: err instanceof Error ? err.message : String(err) };
+        port.postMessage({ id: msg.id, ok: false, error } satisfies WorkerReply);
+      },
+    ),
   );
 });
 

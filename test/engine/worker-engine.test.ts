@@ -85,6 +85,10 @@ describe.skipIf(!hasDynamicBundle)('WorkerEngine restarts a worker that exited',
     expect(lost).toEqual(['QLinearConv: unspecified launch failure']);
     expect(e.lost).toBe('QLinearConv: unspecified launch failure');
     expect(e.healthy).toBe(false); // although both threads still run
+    // The real batch is still running in the thread: close() must wait for it, not release the sessions under it
+    // (that aborted the whole process once, in CI).
+    await e.close();
+    engine = undefined;
   }, 120_000);
 
   it('keeps serving on the other instances meanwhile, and close() finishes', async () => {

@@ -246,12 +246,12 @@ describe('event-loop protection', () => {
     };
     try {
       expect(await calm()).toBe(200);
-      const until = Date.now() + 1500;
-      while (Date.now() < until); // the server shares this thread: its loop is stalled for 1.5 s
-      // The stall lands in the next 500 ms sample of the delay histogram (or the one after): poll for it.
-      let refused = await postImage(s.url, img!.bytes);
-      for (let i = 0; i < 30 && refused.status !== 503; i++) {
-        await new Promise((r) => setTimeout(r, 50));
+      // The server shares this thread: stall its loop for 0.6 s before each try, so that every 500 ms sample of
+      // the delay histogram holds a stall and the pressure lasts until a request (slow on a busy machine) lands.
+      let refused = { status: 0, json: undefined as any, headers: new Headers() };
+      for (let i = 0; i < 15 && refused.status !== 503; i++) {
+        const until = Date.now() + 600;
+        while (Date.now() < until);
         refused = await postImage(s.url, img!.bytes);
       }
       expect(refused.status).toBe(503);
