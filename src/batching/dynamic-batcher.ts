@@ -119,7 +119,8 @@ export class DynamicBatcher {
     };
   }
 
-  private checkRoom(n: number): void {
+  /** Throws DQ_ERR_QUEUE_FULL when `n` more samples would not fit (waiting and being decoded count). */
+  checkRoom(n: number): void {
     if (this.queue.length + this.reserved + n > this.opts.maxQueueSize) {
       const detail = `${this.queue.length} waiting, ${this.reserved} being decoded, ${n} more asked, room for ${this.opts.maxQueueSize}`;
       throw new DqError('DQ_ERR_QUEUE_FULL', detail, { retryAfterS: this.opts.retryAfterSeconds });

@@ -125,6 +125,19 @@ export class ModelPipeline {
     return this.batcher.pending;
   }
 
+  /**
+   * Refuses with DQ_ERR_QUEUE_FULL (counted like any failure) when the queue has no room for even one more image:
+   * the routes call it before the body is read, so that under overload the excess costs no body parsing.
+   */
+  refuseWhenFull(): void {
+    try {
+      this.batcher.checkRoom(1);
+    } catch (err) {
+      this.recorder.onFailure(this.name, this.version, (err as DqError).code, 0);
+      throw err;
+    }
+  }
+
   /** The server-wide target controller's state (null without --target-bitflops). */
   get targetState(): TargetState | null {
     return this.target?.state ?? null;

@@ -218,6 +218,18 @@ describe('admission before work', () => {
       expect(refused.status).toBe(503);
       expect(refused.json.code).toBe('DQ_ERR_QUEUE_FULL');
       expect(refused.headers.get('retry-after')).toBe('1');
+      // refused before the body is even read: a media type the route does not take (415 with room) and an OIP
+      // body that is not JSON (400 with room) get the 503 too
+      const early = [
+        await postImage(busy.url, Buffer.from('hello'), 'text/plain'),
+        await fetch(`${busy.url}/v2/models/fake_dq/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{not json' }),
+      ];
+      expect(early.map((r) => r.status)).toEqual([503, 503]);
+      expect(early.map((r) => r.headers.get('retry-after'))).toEqual(['1', '1']);
+      // a model that does not exist is not the queue's business: 404 as ever
+      expect((await postImage(busy.url, a!.bytes, 'image/jpeg', '?model=nope')).status).toBe(404);
+      const metrics = await (await fetch(`${busy.url}/metrics`)).text();
+      expect(metrics).toMatch(/dqserve_requests_total\{[^}]*reason="DQ_ERR_QUEUE_FULL"[^}]*\} 3/);
       expect([(await running).status, (await waiting).status]).toEqual([200, 200]);
       expect((await postImage(busy.url, Buffer.from('not an image'))).status).toBe(415); // with room again
       // shedding is counted, not logged: under overload a line per refused request cost a third of the

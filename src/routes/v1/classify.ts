@@ -10,6 +10,7 @@ import { ErrorResponse } from '../../protocol/oip-schemas.js';
 import type { ClassifyResult, ModelPipeline } from '../../pipeline/model-pipeline.js';
 import { clientGone } from '../client-gone.js';
 import { serverTiming } from '../server-timing.js';
+import { shedWhenFull } from '../shed-early.js';
 
 /** Raw-body media types the route documents (any image/* is accepted); multipart comes on top. */
 export const RAW_UPLOAD_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/tiff', 'image/avif', 'application/octet-stream'];
@@ -62,6 +63,10 @@ export async function classifyRoutes(app: FastifyInstance, ctx: RouteContext): P
     '/v1/classify',
     {
       bodyLimit: config.maxImageBytes,
+      onRequest: shedWhenFull((request) => {
+        const q = request.query as Query;
+        return ctx.registry.get(q.model, q.version);
+      }),
       schema: {
         tags: ['classify'],
         summary: 'Classify one image',

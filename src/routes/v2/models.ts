@@ -13,6 +13,7 @@ import { ErrorResponse, InferRequest, InferResponse, ModelMetadata } from '../..
 import type { ModelPipeline } from '../../pipeline/model-pipeline.js';
 import { clientGone } from '../client-gone.js';
 import { serverTiming } from '../server-timing.js';
+import { shedWhenFull } from '../shed-early.js';
 
 const Params = Type.Object({ name: Type.String(), version: Type.Optional(Type.String()) });
 type Params = Static<typeof Params>;
@@ -68,6 +69,7 @@ export async function modelRoutes(app: FastifyInstance, ctx: RouteContext): Prom
         `${prefix}/infer`,
         {
           bodyLimit: ctx.config.maxRequestBytes,
+          onRequest: shedWhenFull((request) => resolve(request.params as Params)),
           schema: { tags: ['oip'], params: Params, body: InferRequest, response: { 200: InferResponse, ...errors, 413: ErrorResponse, 415: ErrorResponse } },
         },
         async (request, reply) => infer(request, reply, resolve(request.params as Params), ctx),
