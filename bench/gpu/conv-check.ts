@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { weightSums } from '../../src/engine/graph/native-backend.js';
 import { loadNative, type NativeKind, type NativeLib } from '../../src/engine/graph/native-lib.js';
+import { geometryArray, withOutputSize } from '../../src/engine/graph/shapes.js';
 
 export interface ConvCase {
   readonly name: string;
@@ -53,7 +54,8 @@ export function checkConv(lib: NativeLib, c: ConvCase, seed = 20261202): ConvOut
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     return lo + (s % (hi - lo + 1));
   };
-  const OH = Math.floor((c.H + c.PT + c.PB - c.KH) / c.SH) + 1, OW = Math.floor((c.W + c.PL + c.PR - c.KW) / c.SW) + 1;
+  const g = withOutputSize(c);
+  const { OH, OW } = g;
   const depth = c.KH * c.KW * c.C;
   const extreme = c.values === 'extreme';
   const x = Uint8Array.from({ length: c.N * c.H * c.W * c.C }, () => (extreme ? (rand(0, 1) ? 255 : 0) : rand(0, 255)));
@@ -63,7 +65,7 @@ export function checkConv(lib: NativeLib, c: ConvCase, seed = 20261202): ConvOut
   const bias = Int32Array.from({ length: c.M }, () => rand(-5000, 5000));
   const mult = Float32Array.from({ length: c.M }, () => Math.fround(rand(1, 1000) / 2 ** 20));
   const xz = extreme ? 255 : c.values === 'xz0' ? 0 : rand(1, 255), yz = rand(0, 255);
-  const geom = Int32Array.from([c.N, c.C, c.H, c.W, c.M, c.KH, c.KW, c.SH, c.SW, c.PT, c.PL, OH, OW]);
+  const geom = geometryArray(g);
   const put = (a: ArrayBufferView) => {
     const p = lib.alloc(a.byteLength);
     lib.upload(p, a);

@@ -111,6 +111,12 @@ export function convGeometry(n: OnnxNode, x: readonly number[], w: readonly numb
   if (WC !== C) fail(n, `weights expect ${WC} channels, the input has ${C}`);
   const [SH, SW] = attr(n, 'strides', [1, 1]) as [number, number];
   const [PT, PL, PB, PR] = attr(n, 'pads', [0, 0, 0, 0]) as [number, number, number, number];
+  return withOutputSize({ N, C, H, W, M, KH, KW, SH, SW, PT, PL, PB, PR });
+}
+
+/** The geometry with its output height and width, from the input, kernel, strides and pads on all four sides. */
+export function withOutputSize(g: Omit<ConvGeometry, 'OH' | 'OW'> & { readonly PB: number; readonly PR: number }): ConvGeometry {
+  const { N, C, H, W, M, KH, KW, SH, SW, PT, PL, PB, PR } = g;
   return { N, C, H, W, M, KH, KW, SH, SW, PT, PL, OH: Math.floor((H + PT + PB - KH) / SH) + 1, OW: Math.floor((W + PL + PR - KW) / SW) + 1 };
 }
 
