@@ -374,6 +374,19 @@ struct alignas(32) TcTiles {
 // (the depth bound keeps the host build's int32 sums defined: |x − 128|·|w| ≤ 2^14 per term)
 bool tc_applies(const Geom &g) { return g.C % TC_DEPTH == 0 && g.M > 0 && g.M % 16 == 0 && g.M <= TC_MAX_M && (int64_t)g.KH * g.KW * g.C <= 65536; }
 
+// 16 bytes from src to dst, XOR `flip` in every byte (0x80 turns uint8 x into int8 x − 128; 0 copies). Both
+// addresses are 16-byte aligned (tc_applies and dq_qlinear_conv see to it): one 128-bit load and store on the GPU.
+DQ_FN inline void copy16(int8_t *dst, const void *src, uint32_t flip) {
+#ifdef __CUDACC__
+  uint4 v = *reinterpret_cast<const uint4 *>(src);
+  v.x ^= flip, v.y ^= flip, v.z ^= flip, v.w ^= flip;
+  *reinterpret_cast<uint4 *>(dst) = v;
+#else
+  const uint8_t *s8 = static_cast<const uint8_t *>(src);
+  for (int k = 0; k < TC_DEPTH; k++) dst[k] = (int8_t)(s8[k] ^ (uint8_t)flip);
+#endif
+}
+
 // Thread `tid` of the block at pixel row0 loads its part of depth step s into the tiles.
 DQ_FN inline void tc_load(const Geom &g, const uint8_t *X, int xz, const int8_t *Wt, int64_t row0, int s, int tid, TcTiles &t) {
   const int64_t depth = (int64_t)g.KH * g.KW * g.C;
@@ -392,12 +405,11 @@ DQ_FN inline void tc_load(const Geom &g, const uint8_t *X, int xz, const int8_t 
       for (int k = 0; k < TC_DEPTH; k++) a[k] = (int8_t)(xz - 128);
       return;
     }
-    const uint8_t *xr = X + ((b * g.H + iy) * g.W + ix) * g.C + c0;
-    for (int k = 0; k < TC_DEPTH; k++) a[k] = (int8_t)(xr[k] - 128);
+    copy16(a, X + ((b * g.H + iy) * g.W + ix) * g.C + c0, 0x80808080u);
   } else if (tid - TC_ROWS < g.M) {
     const int m = tid - TC_ROWS;
-    const int8_t *wr = Wt + m * depth + (int64_t)s * TC_DEPTH; // [M, KH, KW, C]: step s is 16 consecutive weights
-    for (int k = 0; k < TC_DEPTH; k++) t.b[m * TC_DEPTH + k] = wr[k];
+    // [M, KH, KW, C]: step s is 16 consecutive weights
+    copy16(t.b + m * TC_DEPTH, Wt + m * depth + (int64_t)s * TC_DEPTH, 0);
   }
 }
 
@@ -489,7 +501,9 @@ bool conv_direct_only() {
 
 int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t wsum, uint64_t mult, uint64_t bias, int yz, uint64_t y, const int32_t *geom) {
   const Geom g = geom_of(geom);
-  if (wsum && tc_applies(g) && !conv_direct_only()) {
+  // the tiles load 16 bytes at a time: C % 16 == 0 keeps every pixel's and weight row's offset aligned, and the
+  // tensors' own addresses must be (dq_alloc's are; a view at an odd offset takes the direct kernel)
+  if (wsum && tc_applies(g) && (x | w) % 16 == 0 && !conv_direct_only()) {
     return qconv_tc(g, at<const uint8_t>(x), xz, at<const int8_t>(w), at<const int32_t>(wsum), at<const float>(mult), bias ? at<const int32_t>(bias) : nullptr, yz, at<uint8_t>(y));
   }
 
