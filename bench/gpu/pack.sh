@@ -17,7 +17,7 @@ tar -C "$tmp" -cf - node_modules | xz -T2 -6 > .device/node_modules.tar.xz
 rm -rf "$tmp"
 npm run build --silent
 # split, so that the runtime the engine does not choose (onnxruntime-node) stays an unloaded chunk
-npx esbuild bench/gpu/engine.ts bench/gpu/conv-check.ts --bundle --splitting --platform=node --format=esm --packages=external --log-level=warning \
+npx esbuild bench/gpu/engine.ts bench/gpu/conv-check.ts bench/gpu/kernels.ts --bundle --splitting --platform=node --format=esm --packages=external --log-level=warning \
   --outdir=.device/bench --out-extension:.js=.mjs
 # the server benchmark carries autocannon (a dev dependency, so not in the production node_modules) inside
 npx esbuild bench/gpu/server.ts --bundle --platform=node --format=esm --log-level=warning \

@@ -201,7 +201,8 @@ int dq_sync(void) { return check(cudaStreamSynchronize(g_stream), "sync"); }
 int dq_init(int) { return 0; }
 
 uint64_t dq_alloc(uint64_t bytes) {
-  void *p = malloc(bytes ? bytes : 1);
+  // 256-byte aligned, as cudaMalloc's (the bit-serial planes and the tensor-core tiles need alignment)
+  void *p = aligned_alloc(256, bytes ? (bytes + 255) / 256 * 256 : 256);
   if (!p) fail("out of host memory");
   return (uint64_t)(uintptr_t)p;
 }
@@ -528,6 +529,168 @@ int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t wsum, 
       }
     Y[i] = (uint8_t)clamp_u8(rintf((float)acc * MU[m]) + (float)yz);
   });
+}
+
+namespace {
+// QLinearConv of ≤ 2-bit operands by bit planes (dq_qconv_bitserial): with activations x = Σ_i 2^i x_i (levels,
+// zero point 0) and weights m = wmin + wstep·Σ_j 2^j k_j (DoReFa's b-bit numerators: wmin = 1 − 2^b, wstep = 2),
+//   Σ x·m = wstep·Σ_i Σ_j 2^(i+j) popc(x_i AND k_j) + wmin·Σ x
+// over the window's KH·KW·C values, each popcount over bit rows: Hopper's 1-bit tensor cores compute 8×8 tiles of
+// them 128 bits deep (bmma, AND + POPC). Depth is laid out as the int8 kernels read it ([KH, KW, C]), padded with
+// zero bits to a multiple of 128; padding pixels are 0 (zero point 0), so they need no correction. Rows are packed
+// in 8 × 128-bit units, one tile of the multiply each (BsLayout), so that every tile starts 128 bytes aligned.
+constexpr int BS_TILE = 8;     // pixels and channels per tile
+constexpr int BS_STEP = 128;   // depth bits per tile
+struct BsLayout {
+  int64_t pixels, tiles;       // output pixels, and tiles of 8 of them
+  int steps;                   // 128-bit depth steps
+  int64_t depth;               // KH·KW·C
+};
+BsLayout bs_layout(const Geom &g) {
+  const int64_t pixels = (int64_t)g.N * g.OH * g.OW, depth = (int64_t)g.KH * g.KW * g.C;
+  return BsLayout{pixels, (pixels + BS_TILE - 1) / BS_TILE, (int)((depth + BS_STEP - 1) / BS_STEP), depth};
+}
+// 32-bit words of one plane's rows: tiles × steps × 8 rows × 4 words
+DQ_FN inline int64_t bs_words(int64_t tiles, int steps) { return tiles * steps * BS_TILE * 4; }
+// Index of word q (of 4) in row r's 128-bit part for step s, tile t, plane i
+DQ_FN inline int64_t bs_word(int64_t tiles, int steps, int i, int64_t t, int s, int r, int q) {
+  return ((((int64_t)i * tiles + t) * steps + s) * BS_TILE + r) * 4 + q;
+}
+
+// Word k (depth bits 32k … 32k+31) of bit plane i of output pixel p's window.
+DQ_FN inline uint32_t bs_pack_word(const Geom &g, const uint8_t *X, int64_t depth, int64_t p, int i, int64_t k) {
+  if (p >= (int64_t)g.N * g.OH * g.OW) return 0;
+  const int ox = (int)(p % g.OW), oy = (int)(p / g.OW % g.OH);
+  const int64_t b = p / ((int64_t)g.OW * g.OH);
+  uint32_t word = 0;
+  for (int bit = 0; bit < 32; bit++) {
+    const int64_t d = k * 32 + bit;
+    if (d >= depth) break;
+    const int pos = (int)(d / g.C), c = (int)(d % g.C);
+    const int iy = oy * g.SH - g.PT + pos / g.KW, ix = ox * g.SW - g.PL + pos % g.KW;
+    if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) continue;
+    word |= (uint32_t)((X[((b * g.H + iy) * g.W + ix) * g.C + c] >> i) & 1) << bit;
+  }
+  return word;
+}
+
+// Σ x over output pixel p's window (the wmin correction).
+DQ_FN inline int32_t bs_window_sum(const Geom &g, const uint8_t *X, int64_t p) {
+  const int ox = (int)(p % g.OW), oy = (int)(p / g.OW % g.OH);
+  const int64_t b = p / ((int64_t)g.OW * g.OH);
+  int32_t sum = 0;
+  for (int ky = 0; ky < g.KH; ky++)
+    for (int kx = 0; kx < g.KW; kx++) {
+      const int iy = oy * g.SH - g.PT + ky, ix = ox * g.SW - g.PL + kx;
+      if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) continue;
+      const uint8_t *xr = X + ((b * g.H + iy) * g.W + ix) * g.C;
+      for (int c = 0; c < g.C; c++) sum += xr[c];
+    }
+  return sum;
+}
+
+// Output (p, m) from its plane-combined popcount sum, requantised as dq_qlinear_conv does.
+DQ_FN inline void bs_write(const Geom &g, int64_t p, int m, int32_t dot, int32_t xsum, int wmin, int wstep, const float *MU, const int32_t *B, int yz,
+                           uint8_t *Y) {
+  const int32_t acc = (B ? B[m] : 0) + wstep * dot + wmin * xsum;
+  Y[p * g.M + m] = (uint8_t)clamp_u8(rintf((float)acc * MU[m]) + (float)yz);
+}
+
+#ifdef __CUDACC__
+// One warp per 8×8 output tile: for every pair of planes, the 1-bit tensor cores' AND + POPC over the depth steps,
+// shifted by the planes' weight and summed.
+constexpr int BS_WARPS = 4;
+__global__ void __launch_bounds__(BS_WARPS * 32) bs_gemm_kernel(Geom g, BsLayout L, const uint32_t *XP, int xbits, const uint32_t *WP, int wbits,
+                                                                const int32_t *XS, int wmin, int wstep, const float *MU, const int32_t *B, int yz, uint8_t *Y) {
+  namespace wmma = nvcuda::wmma;
+  namespace wx = nvcuda::wmma::experimental;
+  __shared__ int32_t out[BS_WARPS][BS_TILE * BS_TILE];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t tile = (int64_t)blockIdx.x * BS_WARPS + warp, ctiles = g.M / BS_TILE;
+  if (tile >= L.tiles * ctiles) return; // a whole warp leaves together
+  const int64_t t = tile / ctiles;
+  const int u = (int)(tile % ctiles);
+  wmma::fragment<wmma::accumulator, 8, 8, 128, int> total, part;
+  wmma::fill_fragment(total, 0);
+  for (int i = 0; i < xbits; i++)
+    for (int j = 0; j < wbits; j++) {
+      wmma::fill_fragment(part, 0);
+      for (int s = 0; s < L.steps; s++) {
+        wmma::fragment<wmma::matrix_a, 8, 8, 128, wx::precision::b1, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 8, 8, 128, wx::precision::b1, wmma::col_major> b;
+        wmma::load_matrix_sync(a, XP + bs_word(L.tiles, L.steps, i, t, s, 0, 0), BS_STEP);
+        wmma::load_matrix_sync(b, WP + bs_word(ctiles, L.steps, j, u, s, 0, 0), BS_STEP);
+        wmma::bmma_sync(part, a, b, part, wx::bmmaBitOpAND, wx::bmmaAccumulateOpPOPC);
+      }
+      for (int e = 0; e < part.num_elements; e++) total.x[e] += part.x[e] << (i + j);
+    }
+  wmma::store_matrix_sync(out[warp], total, BS_TILE, wmma::mem_row_major);
+  __syncwarp();
+  for (int e = lane; e < BS_TILE * BS_TILE; e += 32) {
+    const int64_t p = t * BS_TILE + e / BS_TILE;
+    if (p < L.pixels) bs_write(g, p, u * BS_TILE + e % BS_TILE, out[warp][e], XS[p], wmin, wstep, MU, B, yz, Y);
+  }
+}
+
+int bs_gemm(const Geom &g, const BsLayout &L, const uint32_t *XP, int xbits, const uint32_t *WP, int wbits, const int32_t *XS, int wmin, int wstep,
+            const float *MU, const int32_t *B, int yz, uint8_t *Y) {
+  const int64_t blocks = (L.tiles * (g.M / BS_TILE) + BS_WARPS - 1) / BS_WARPS;
+  if (blocks == 0) return 0;
+  if (blocks > 0x7fffffff) return fail("bit-serial QLinearConv: too many pixels for one launch");
+  bs_gemm_kernel<<<(unsigned)blocks, BS_WARPS * 32, 0, g_stream>>>(g, L, XP, xbits, WP, wbits, XS, wmin, wstep, MU, B, yz, Y);
+  return launched();
+}
+#else
+// What the tensor cores compute, tile by tile: popcounts of ANDed 32-bit words.
+int bs_gemm(const Geom &g, const BsLayout &L, const uint32_t *XP, int xbits, const uint32_t *WP, int wbits, const int32_t *XS, int wmin, int wstep,
+            const float *MU, const int32_t *B, int yz, uint8_t *Y) {
+  const int64_t ctiles = g.M / BS_TILE;
+  for (int64_t p = 0; p < L.pixels; p++)
+    for (int m = 0; m < g.M; m++) {
+      int32_t dot = 0;
+      for (int i = 0; i < xbits; i++)
+        for (int j = 0; j < wbits; j++) {
+          int32_t part = 0;
+          for (int s = 0; s < L.steps; s++)
+            for (int q = 0; q < 4; q++)
+              part += __builtin_popcount(XP[bs_word(L.tiles, L.steps, i, p / BS_TILE, s, (int)(p % BS_TILE), q)] &
+                                         WP[bs_word(ctiles, L.steps, j, m / BS_TILE, s, m % BS_TILE, q)]);
+          dot += part << (i + j);
+        }
+      bs_write(g, p, m, dot, XS[p], wmin, wstep, MU, B, yz, Y);
+    }
+  return 0;
+}
+#endif
+}  // namespace
+
+uint64_t dq_bitserial_scratch_bytes(const int32_t *geom, int xbits) {
+  const BsLayout L = bs_layout(geom_of(geom));
+  return (uint64_t)(bs_words(L.tiles, L.steps) * xbits * 4 + L.tiles * BS_TILE * 4);
+}
+
+int dq_qconv_bitserial(uint64_t x, int xbits, uint64_t wplanes, int wbits, int wmin, int wstep, uint64_t mult, uint64_t bias, int yz, uint64_t y,
+                       uint64_t scratch, const int32_t *geom) {
+  const Geom g = geom_of(geom);
+  if (xbits < 1 || xbits > 2 || wbits < 1 || wbits > 2) return fail("bit-serial QLinearConv takes 1 or 2 bits per operand");
+  if (g.M <= 0 || g.M % BS_TILE != 0) return fail("bit-serial QLinearConv needs a multiple of 8 output channels");
+  if (scratch % 128 != 0 || wplanes % 128 != 0) return fail("bit-serial QLinearConv needs 128-byte aligned planes");
+  const BsLayout L = bs_layout(g);
+  const uint8_t *X = at<const uint8_t>(x);
+  uint32_t *XP = at<uint32_t>(scratch);
+  int32_t *XS = at<int32_t>(scratch + (uint64_t)bs_words(L.tiles, L.steps) * xbits * 4);
+  const int64_t rowWords = (int64_t)L.steps * 4, words = L.tiles * BS_TILE * rowWords * xbits;
+  const Geom gg = g;
+  const BsLayout LL = L;
+  // word w: plane, pixel (padded to the tile) and word of its row
+  if (each(words, DQ_LAMBDA(int64_t w) {
+        const int i = (int)(w / (LL.tiles * BS_TILE * rowWords));
+        const int64_t rest = w % (LL.tiles * BS_TILE * rowWords), p = rest / rowWords, k = rest % rowWords;
+        XP[bs_word(LL.tiles, LL.steps, i, p / BS_TILE, (int)(k / 4), (int)(p % BS_TILE), (int)(k % 4))] = bs_pack_word(gg, X, LL.depth, p, i, k);
+      }) != 0)
+    return -1;
+  if (each(L.pixels, DQ_LAMBDA(int64_t p) { XS[p] = bs_window_sum(gg, X, p); }) != 0) return -1;
+  return bs_gemm(g, L, XP, xbits, at<const uint32_t>(wplanes), wbits, XS, wmin, wstep, at<const float>(mult), bias ? at<const int32_t>(bias) : nullptr, yz, at<uint8_t>(y));
 }
 
 int dq_qlinear_add(uint64_t a, uint64_t b, uint64_t y, int rank, const int64_t *dims, const int64_t *sa, const int64_t *sb,

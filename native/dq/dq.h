@@ -15,7 +15,7 @@ extern "C" {
 
 #define DQ_MAX_RANK 6
 /** Raised with every change of a signature below: a library built from older sources is refused at load. */
-#define DQ_ABI_VERSION 2
+#define DQ_ABI_VERSION 3
 
 int dq_abi_version(void);
 const char *dq_last_error(void);
@@ -53,6 +53,17 @@ int dq_quantize(uint64_t x, uint64_t y, int64_t n, float scale, int zp);
  * of 16 and M of 16 up to 64, the int8 tensor cores compute it (same result); 0 keeps the direct kernel.
  */
 int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t wsum, uint64_t mult, uint64_t bias, int yz, uint64_t y, const int32_t *geom);
+/**
+ * QLinearConv of ≤ 2-bit operands by bit planes on the 1-bit tensor cores (AND + popcount): activations x are
+ * levels 0 … 2^xbits − 1 (zero point 0, channels last, uint8; higher bits are ignored), weights m = wmin + wstep·k
+ * with k in 0 … 2^wbits − 1 (DoReFa's b-bit numerators: wmin = 1 − 2^b, wstep = 2), packed by the caller into wbits planes (src/engine/graph/native-backend.ts's bitPlanes).
+ * acc = bias[m] + Σ x·m in int32, y = clamp(rne(f32(acc) · mult[m]) + yz, 0, 255): dq_qlinear_conv with xz = 0
+ * and wz = 0, to the bit. M must be a multiple of 8; `scratch` (dq_bitserial_scratch_bytes) and wplanes 128-byte
+ * aligned (dq_alloc's are).
+ */
+int dq_qconv_bitserial(uint64_t x, int xbits, uint64_t wplanes, int wbits, int wmin, int wstep, uint64_t mult, uint64_t bias, int yz, uint64_t y,
+                       uint64_t scratch, const int32_t *geom);
+uint64_t dq_bitserial_scratch_bytes(const int32_t *geom, int xbits);
 /** y = clamp(rne(fma(a, ra, fma(b, rb, fixed))) + zc, 0, 255), broadcast as dq_binary. */
 int dq_qlinear_add(uint64_t a, uint64_t b, uint64_t y, int rank, const int64_t *dims, const int64_t *sa, const int64_t *sb,
                    float ra, float rb, float fixed, int zc);

@@ -47,6 +47,28 @@ export function weightSums(w: Int8Array, wz: Int8Array, M: number): Int32Array |
 }
 
 /**
+ * Weights [M, depth] (channels last) as dq_qconv_bitserial's planes: k = (w − wmin) / wstep in wbits bits, bit j of every k
+ * in plane j; within a plane, tiles of 8 channels × 128 depth bits (zero past the depth), each channel's 128 bits
+ * as 4 words, bit b of word q holding depth 128·step + 32·q + b.
+ */
+export function bitPlanes(w: Int8Array, M: number, wbits: number, wmin: number, wstep: number): Uint32Array {
+  if (M % 8 !== 0) throw new Error(`bit planes need a multiple of 8 channels, got ${M}`);
+  const depth = w.length / M, steps = Math.ceil(depth / 128), tiles = M / 8;
+  const out = new Uint32Array(wbits * tiles * steps * 8 * 4);
+  for (let m = 0; m < M; m++)
+    for (let d = 0; d < depth; d++) {
+      const v = w[m * depth + d] as number, k = (v - wmin) / wstep;
+      if (!Number.isInteger(k) || k < 0 || k >= 1 << wbits) throw new Error(`weight ${v} is not ${wmin} + ${wstep}·k with k in 0 … ${(1 << wbits) - 1}`);
+      for (let j = 0; j < wbits; j++) {
+        if (((k >> j) & 1) === 0) continue;
+        const word = ((((j * tiles + (m >> 3)) * steps + (d >> 7)) * 8 + (m & 7)) * 4) + ((d & 127) >> 5);
+        out[word] = ((out[word] as number) | (1 << (d & 31))) >>> 0;
+      }
+    }
+  return out;
+}
+
+/**
  * Weights [M, C, taps] (ONNX's OIHW) as [M, taps, C]: the kernel then reads a tap's channels contiguously, as it reads
  * the activations (NHWC).
  */

@@ -30,6 +30,13 @@ export interface NativeLib {
   quantize(x: Address, y: Address, n: number, scale: number, zp: number): void;
   /** `wsum` (weightSums) only where every weight zero point is 0, else 0: then dq.cpp may use the tensor cores. */
   qlinearConv(x: Address, xz: number, w: Address, wz: Address, wsum: Address, mult: Address, bias: Address, yz: number, y: Address, geom: Int32Array): void;
+  /**
+   * QLinearConv of ≤ 2-bit operands on the 1-bit tensor cores (dq.h's dq_qconv_bitserial): x levels below 2^xbits,
+   * zero point 0; weights as bitPlanes packs them. Not yet chosen by the engine (no bundle has ≤ 2-bit layers):
+   * bench/gpu/kernels.ts times it against the int8 kernels.
+   */
+  qconvBitserial(x: Address, xbits: number, wplanes: Address, wbits: number, wmin: number, wstep: number, mult: Address, bias: Address, yz: number, y: Address, scratch: Address, geom: Int32Array): void;
+  bitserialScratchBytes(geom: Int32Array, xbits: number): number;
   qlinearAdd(a: Address, b: Address, y: Address, dims: BigInt64Array, sa: BigInt64Array, sb: BigInt64Array, ra: number, rb: number, fixed: number, zc: number): void;
   gather(elem: number, x: Address, idx: Address, y: Address, outer: number, len: number, count: number, inner: number): void;
   reduceSum(dtype: number, x: Address, y: Address, plan: BigInt64Array): void;
@@ -45,7 +52,7 @@ export function nativeDir(): string {
 const loaded = new Map<NativeKind, NativeLib>();
 
 /** native/dq/dq.h's DQ_ABI_VERSION (test/engine/graph/native-lib.test.ts keeps the two equal). */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 /** cudaGetErrorString's texts for the errors after which the CUDA context cannot be used again. */
 export const STICKY = /illegal memory access|illegal instruction|misaligned address|unspecified launch failure|device-side assert|uncorrectable ECC|invalid program counter|hardware stack error/;
@@ -134,6 +141,11 @@ export function loadNative(kind: NativeKind, device = 0): NativeLib {
     conv2d: call('Conv', 'int dq_conv2d(uint64_t x, uint64_t w, uint64_t bias, uint64_t y, const int32_t *geom)'),
     quantize: call('QuantizeLinear', 'int dq_quantize(uint64_t x, uint64_t y, int64_t n, float scale, int zp)'),
     qlinearConv: call('QLinearConv', 'int dq_qlinear_conv(uint64_t x, int xz, uint64_t w, uint64_t wz, uint64_t wsum, uint64_t mult, uint64_t bias, int yz, uint64_t y, const int32_t *geom)'),
+    qconvBitserial: call(
+      'QLinearConv (bit-serial)',
+      'int dq_qconv_bitserial(uint64_t x, int xbits, uint64_t wplanes, int wbits, int wmin, int wstep, uint64_t mult, uint64_t bias, int yz, uint64_t y, uint64_t scratch, const int32_t *geom)',
+    ),
+    bitserialScratchBytes: (geom, xbits) => Number((f('uint64_t dq_bitserial_scratch_bytes(const int32_t *geom, int xbits)') as (g: Int32Array, b: number) => number | bigint)(geom, xbits)),
     qlinearAdd: (a, b, y, dims, sa, sb, ra, rb, fixed, zc) => qlinearAdd(a, b, y, dims.length, dims, sa, sb, ra, rb, fixed, zc),
     gather: call('Gather', 'int dq_gather(int elem, uint64_t x, uint64_t idx, uint64_t y, int64_t outer, int64_t len, int64_t count, int64_t inner)'),
     reduceSum: call('ReduceSum', 'int dq_reduce_sum(int dtype, uint64_t x, uint64_t y, const int64_t *plan)'),

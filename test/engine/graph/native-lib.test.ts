@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { channelsLast, weightSums } from '../../../src/engine/graph/native-backend.js';
+import { bitPlanes, channelsLast, weightSums } from '../../../src/engine/graph/native-backend.js';
 import { ABI_VERSION, checker, loadNative, nativeDir, STICKY } from '../../../src/engine/graph/native-lib.js';
 import { REPO_ROOT } from '../../helpers/paths.js';
 import { CONV_CASES, checkConv } from '../../../bench/gpu/conv-check.js';
@@ -62,6 +62,24 @@ describe('QLinearConv: the tensor-core tiling equals the direct kernel to the bi
     expect(weightSums(w, Int8Array.from([0, 1, 0]), 3)).toBeNull();
     // packing for the kernel keeps each channel's weights together, so the sums do not depend on it
     expect(Array.from(weightSums(channelsLast(w, 3, 2, 2), new Int8Array(3), 3) ?? [])).toEqual([6, 14, 0]);
+  });
+
+  it('packs ≤ 2-bit weights into the bit-serial kernel\'s planes: tiles of 8 channels × 128 depth bits', () => {
+    // 16 channels of depth 130 (two 128-bit steps), DoReFa's 2-bit numerators −3, −1, 1, 3 (k = 0 … 3)
+    const M = 16, depth = 130, k = (m: number, d: number) => (m * 7 + d * 3) % 4;
+    const w = Int8Array.from({ length: M * depth }, (_, i) => -3 + 2 * k(Math.floor(i / depth), i % depth));
+    const planes = bitPlanes(w, M, 2, -3, 2);
+    expect(planes.length).toBe(2 * 2 * 2 * 8 * 4); // planes × channel tiles × steps × 8 rows × 4 words
+    const bit = (j: number, m: number, d: number) => {
+      const word = ((((j * 2 + (m >> 3)) * 2 + (d >> 7)) * 8 + (m & 7)) * 4) + ((d & 127) >> 5);
+      return ((planes[word] as number) >>> (d & 31)) & 1;
+    };
+    for (const [m, d] of [[0, 0], [9, 31], [15, 129], [7, 128], [3, 64]] as const) {
+      expect([bit(0, m, d), bit(1, m, d)]).toEqual([k(m, d) & 1, k(m, d) >> 1]);
+    }
+    expect(bit(0, 0, 130) + bit(1, 0, 130) + bit(0, 15, 255)).toBe(0); // past the depth: zero
+    expect(() => bitPlanes(Int8Array.from([0, 1, 1, 1, 1, 1, 1, 1]), 8, 1, -1, 2)).toThrow(/not -1 \+ 2·k/);
+    expect(() => bitPlanes(new Int8Array(12), 12, 1, 0, 1)).toThrow(/multiple of 8/);
   });
 });
 
