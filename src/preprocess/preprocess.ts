@@ -11,7 +11,7 @@ import sharp from 'sharp';
 import { DqError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import { resizeBilinear } from './resample.js';
-import { decodeSmallJpegInTurn } from './small-jpeg.js';
+import { decodeSmallJpeg } from './small-jpeg.js';
 
 export type InputSpec = Manifest['input'];
 
@@ -53,7 +53,7 @@ export async function decodeRgb(image: Buffer, limits: PreprocessLimits, spec?: 
       const size = headerSize(image);
       if (size) workingSize(size.width, size.height, spec, limits);
     }
-    const small = await decodeSmallJpegInTurn(image);
+    const small = decodeSmallJpeg(image);
     if (small) return small;
     const { data, info } = await sharp(image, { limitInputPixels: limits.maxInputPixels, failOn: 'warning', pages: 1, ignoreIcc: true })
       .rotate()

@@ -3,11 +3,9 @@
 // size is nearly all pipeline set-up (docs/performance.md). It is libjpeg-turbo's decoder, as in libvips (mozjpeg)
 // and in training's Pillow, so the pixels are the same (checked on the preprocessing vectors and the CIFAR-10 test
 // set). Only clean decodes are kept: an image the decoder says anything about (a warning such as "Premature end of
-// JPEG file", or an error) goes to libvips, which decides for it as for every other image. The decodes share the
-// event loop in slices of DECODE_SLICE_MS, so that one request of 256 images does not hold it.
+// JPEG file", or an error) goes to libvips, which decides for it as for every other image.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { performance } from 'node:perf_hooks';
 // The Emscripten factory itself: the package's decode() wrapper would fetch the .wasm file as a browser does.
 import factory from '@jsquash/jpeg/codec/dec/mozjpeg_dec.js';
 
@@ -15,8 +13,6 @@ import factory from '@jsquash/jpeg/codec/dec/mozjpeg_dec.js';
 export const SMALL_JPEG_PIXELS = 128 * 128;
 /** Largest file taken: the file is copied into WebAssembly memory, which never shrinks. */
 export const SMALL_JPEG_BYTES = 64 * 1024;
-/** Longest run of decodes in one event-loop turn (ms): 256 images of one request would otherwise hold it 30 ms and more. */
-export const DECODE_SLICE_MS = 2;
 
 interface Decoded {
   readonly data: Uint8ClampedArray;
@@ -85,39 +81,4 @@ export function decodeSmallJpeg(image: Buffer): { data: Buffer; width: number; h
     out[o + 2] = rgba.data[i + 2] as number;
   }
   return { data: out, width: rgba.width, height: rgba.height };
-}
-
-type Job = { readonly image: Buffer; readonly done: (r: ReturnType<typeof decodeSmallJpeg>) => void };
-const jobs: Job[] = [];
-/** When this event-loop turn's slice began; -1 while none is open. */
-let sliceStart = -1;
-
-/**
- * decodeSmallJpeg in time slices of the event loop: a decode runs at once while this turn has spent less than
- * DECODE_SLICE_MS on decodes; after that, decodes wait for the next turns, other I/O going between the slices.
- */
-export function decodeSmallJpegInTurn(image: Buffer): Promise<ReturnType<typeof decodeSmallJpeg>> {
-  if (!isSmallSequentialJpeg(image)) return Promise.resolve(null);
-  if (jobs.length === 0 && openSlice()) return Promise.resolve(decodeSmallJpeg(image));
-  return new Promise((done) => jobs.push({ image, done })); // an open slice has its closeSlice scheduled
-}
-
-/** True while this turn's slice has time left; opens one (and schedules its end) if none is open. */
-function openSlice(): boolean {
-  const now = performance.now();
-  if (sliceStart < 0) {
-    sliceStart = now;
-    setImmediate(closeSlice);
-  }
-  return now - sliceStart < DECODE_SLICE_MS;
-}
-
-function closeSlice(): void {
-  sliceStart = -1;
-  if (jobs.length === 0) return;
-  openSlice();
-  while (jobs.length > 0 && openSlice()) {
-    const job = jobs.shift() as Job;
-    job.done(decodeSmallJpeg(job.image));
-  }
 }
