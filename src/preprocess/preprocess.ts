@@ -1,9 +1,8 @@
 // Encoded image -> uint8 RGB HWC at the model's size, bit for bit the evaluation transform of
 // training/preprocess.py (the contract in docs/model-bundle.md, checked by the vectors in test/fixtures/preprocess):
 // first frame, EXIF orientation, ICC profiles ignored, 16-bit to its high byte, grey replicated, alpha flattened
-// on white, Pillow's bilinear resize of the shorter side, torchvision's centre crop. libvips decodes (small
-// sequential JPEGs: libjpeg-turbo in WebAssembly, small-jpeg.ts); the flatten and the resize are ours, because
-// libvips rounds the one and filters the other differently.
+// on white, Pillow's bilinear resize of the shorter side, torchvision's centre crop. libvips decodes; the
+// flatten and the resize are ours, because libvips rounds the one and filters the other differently.
 // The model's graph normalises the pixels itself (/scale, -mean, /std), so they travel as bytes.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { imageSize } from 'image-size';
@@ -11,7 +10,6 @@ import sharp from 'sharp';
 import { DqError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import { resizeBilinear } from './resample.js';
-import { decodeSmallJpeg } from './small-jpeg.js';
 
 export type InputSpec = Manifest['input'];
 
@@ -53,8 +51,6 @@ export async function decodeRgb(image: Buffer, limits: PreprocessLimits, spec?: 
       const size = headerSize(image);
       if (size) workingSize(size.width, size.height, spec, limits);
     }
-    const small = decodeSmallJpeg(image);
-    if (small) return small;
     const { data, info } = await sharp(image, { limitInputPixels: limits.maxInputPixels, failOn: 'warning', pages: 1, ignoreIcc: true })
       .rotate()
       .toColourspace('srgb')
