@@ -21,7 +21,7 @@ npx esbuild bench/gpu/engine.ts bench/gpu/conv-check.ts bench/gpu/kernels.ts --b
   --outdir=.device/bench --out-extension:.js=.mjs
 # the server benchmark carries autocannon (a dev dependency, so not in the production node_modules) inside
 npx esbuild bench/gpu/server.ts --bundle --platform=node --format=esm --log-level=warning \
-  --external:sharp --external:koffi --external:onnxruntime-node --external:@jsquash/jpeg --outfile=.device/bench/server.mjs \
+  --external:sharp --external:koffi --external:onnxruntime-node --outfile=.device/bench/server.mjs \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 du -sh .device/* dist
 echo "tracked files: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes"
