@@ -8,7 +8,7 @@
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { bitPlanes, weightSums } from '../../src/engine/graph/native-backend.js';
-import { loadNative, type NativeKind, type NativeLib } from '../../src/engine/graph/native-lib.js';
+import { loadNative, uploaded, type NativeKind, type NativeLib } from '../../src/engine/graph/native-lib.js';
 import { geometryArray, withOutputSize } from '../../src/engine/graph/shapes.js';
 
 export interface ConvCase {
@@ -82,11 +82,7 @@ export function checkConv(lib: NativeLib, c: ConvCase, seed = 20261202): ConvOut
   const mult = Float32Array.from({ length: c.M }, () => Math.fround(bs ? rand(20, 60) / spread : rand(1, 1000) / 2 ** 20));
   const xz = bs ? 0 : extreme ? 255 : c.values === 'xz0' ? 0 : rand(1, 255), yz = rand(0, 255);
   const geom = geometryArray(g);
-  const put = (a: ArrayBufferView) => {
-    const p = lib.alloc(a.byteLength);
-    lib.upload(p, a);
-    return p;
-  };
+  const put = (a: ArrayBufferView) => uploaded(lib, a);
   const [px, pw, pz, ps, pb, pm] = [x, w, wz, wsum, bias, mult].map(put) as [number, number, number, number, number, number];
   const out = c.N * OH * OW * c.M;
   const run = (sums: number) => {

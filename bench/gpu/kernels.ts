@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { bitPlanes, weightSums } from '../../src/engine/graph/native-backend.js';
-import { loadNative, type NativeKind, type NativeLib } from '../../src/engine/graph/native-lib.js';
+import { loadNative, uploaded, type NativeKind, type NativeLib } from '../../src/engine/graph/native-lib.js';
 import { geometryArray, withOutputSize } from '../../src/engine/graph/shapes.js';
 
 const LAYERS = [
@@ -46,11 +46,7 @@ export function kernelTimes(lib: NativeLib, batches: readonly number[], seconds:
       const x = lib.alloc(N * L.H * L.H * L.C), y = lib.alloc(N * g.OH * g.OW * L.M);
       const w8 = Int8Array.from({ length: L.M * depth }, (_, i) => ((i * 37) % 15) - 7);
       const w2 = Int8Array.from({ length: L.M * depth }, (_, i) => -3 + 2 * ((i * 7) % 4)), w1 = Int8Array.from({ length: L.M * depth }, (_, i) => (i % 3 ? 1 : -1));
-      const put = (a: ArrayBufferView) => {
-        const p = lib.alloc(a.byteLength);
-        lib.upload(p, a);
-        return p;
-      };
+      const put = (a: ArrayBufferView) => uploaded(lib, a);
       lib.upload(x, Uint8Array.from({ length: N * L.H * L.H * L.C }, (_, i) => i % 4)); // levels below 4: every kernel's input
       const pw8 = put(w8), pwz = put(new Int8Array(L.M)), psum = put(weightSums(w8, new Int8Array(L.M), L.M) as Int32Array);
       const pmult = put(new Float32Array(L.M).fill(0.01)), pbias = put(new Int32Array(L.M));

@@ -679,17 +679,15 @@ int dq_qconv_bitserial(uint64_t x, int xbits, uint64_t wplanes, int wbits, int w
   const uint8_t *X = at<const uint8_t>(x);
   uint32_t *XP = at<uint32_t>(scratch);
   int32_t *XS = at<int32_t>(scratch + (uint64_t)bs_words(L.tiles, L.steps) * xbits * 4);
-  const int64_t rowWords = (int64_t)L.steps * 4, words = L.tiles * BS_TILE * rowWords * xbits;
-  const Geom gg = g;
-  const BsLayout LL = L;
+  const int64_t rowWords = (int64_t)L.steps * 4, planeWords = bs_words(L.tiles, L.steps);
   // word w: plane, pixel (padded to the tile) and word of its row
-  if (each(words, DQ_LAMBDA(int64_t w) {
-        const int i = (int)(w / (LL.tiles * BS_TILE * rowWords));
-        const int64_t rest = w % (LL.tiles * BS_TILE * rowWords), p = rest / rowWords, k = rest % rowWords;
-        XP[bs_word(LL.tiles, LL.steps, i, p / BS_TILE, (int)(k / 4), (int)(p % BS_TILE), (int)(k % 4))] = bs_pack_word(gg, X, LL.depth, p, i, k);
+  if (each(planeWords * xbits, DQ_LAMBDA(int64_t w) {
+        const int i = (int)(w / planeWords);
+        const int64_t p = w % planeWords / rowWords, k = w % rowWords;
+        XP[bs_word(L.tiles, L.steps, i, p / BS_TILE, (int)(k / 4), (int)(p % BS_TILE), (int)(k % 4))] = bs_pack_word(g, X, L.depth, p, i, k);
       }) != 0)
     return -1;
-  if (each(L.pixels, DQ_LAMBDA(int64_t p) { XS[p] = bs_window_sum(gg, X, p); }) != 0) return -1;
+  if (each(L.pixels, DQ_LAMBDA(int64_t p) { XS[p] = bs_window_sum(g, X, p); }) != 0) return -1;
   return bs_gemm(g, L, XP, xbits, at<const uint32_t>(wplanes), wbits, XS, wmin, wstep, at<const float>(mult), bias ? at<const int32_t>(bias) : nullptr, yz, at<uint8_t>(y));
 }
 

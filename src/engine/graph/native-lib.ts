@@ -44,6 +44,13 @@ export interface NativeLib {
   gemm(dtype: number, a: Address, b: Address, c: Address, y: Address, m: number, n: number, k: number, ta: number, tb: number, alpha: number, beta: number, cMode: number): void;
 }
 
+/** A fresh buffer in `lib`'s memory holding `data` (the benchmarks' operands). */
+export function uploaded(lib: NativeLib, data: ArrayBufferView): Address {
+  const p = lib.alloc(data.byteLength);
+  lib.upload(p, data);
+  return p;
+}
+
 /** native/dq/build beside src/ or dist/ (both are two folders below the repository root), or $DQ_NATIVE_DIR. */
 export function nativeDir(): string {
   return process.env['DQ_NATIVE_DIR'] ?? resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'native', 'dq', 'build');
@@ -120,6 +127,7 @@ export function loadNative(kind: NativeKind, device = 0): NativeLib {
   const download = call('download', 'int dq_download(_Out_ void *dst, uint64_t src, uint64_t bytes)');
   const transpose = call('Transpose', 'int dq_transpose(int elem, uint64_t x, uint64_t y, int rank, const int64_t *dims, const int64_t *strides)');
   const binary = call('elementwise', 'int dq_binary(int op, int dtype, uint64_t a, uint64_t b, uint64_t y, int rank, const int64_t *dims, const int64_t *sa, const int64_t *sb)');
+  const scratchBytes = f('uint64_t dq_bitserial_scratch_bytes(const int32_t *geom, int xbits)') as (g: Int32Array, b: number) => number | bigint;
   const qlinearAdd = call('QLinearAdd', 'int dq_qlinear_add(uint64_t a, uint64_t b, uint64_t y, int rank, const int64_t *dims, const int64_t *sa, const int64_t *sb, float ra, float rb, float fixed, int zc)');
   const native: NativeLib = {
     kind,
@@ -145,7 +153,7 @@ export function loadNative(kind: NativeKind, device = 0): NativeLib {
       'QLinearConv (bit-serial)',
       'int dq_qconv_bitserial(uint64_t x, int xbits, uint64_t wplanes, int wbits, int wmin, int wstep, uint64_t mult, uint64_t bias, int yz, uint64_t y, uint64_t scratch, const int32_t *geom)',
     ),
-    bitserialScratchBytes: (geom, xbits) => Number((f('uint64_t dq_bitserial_scratch_bytes(const int32_t *geom, int xbits)') as (g: Int32Array, b: number) => number | bigint)(geom, xbits)),
+    bitserialScratchBytes: (geom, xbits) => Number(scratchBytes(geom, xbits)),
     qlinearAdd: (a, b, y, dims, sa, sb, ra, rb, fixed, zc) => qlinearAdd(a, b, y, dims.length, dims, sa, sb, ra, rb, fixed, zc),
     gather: call('Gather', 'int dq_gather(int elem, uint64_t x, uint64_t idx, uint64_t y, int64_t outer, int64_t len, int64_t count, int64_t inner)'),
     reduceSum: call('ReduceSum', 'int dq_reduce_sum(int dtype, uint64_t x, uint64_t y, const int64_t *plan)'),
